@@ -1,0 +1,41 @@
+# The two commands of the README: `make up` runs the whole system, `make test` runs every test.
+# Only Python 3.11+ and make are needed: uv is bootstrapped into .tools/ when it is not on PATH.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
+SYNC_STAMP := .venv/.synced
+
+.PHONY: up test lint typecheck check bench sync clean
+
+up: $(SYNC_STAMP)
+	$(UV) run --no-sync jobs-dev up
+
+test: $(SYNC_STAMP)
+	$(UV) run --no-sync ruff check .
+	$(UV) run --no-sync ruff format --check .
+	$(UV) run --no-sync mypy
+	$(UV) run --no-sync pytest
+
+lint: $(SYNC_STAMP)
+	$(UV) run --no-sync ruff check .
+	$(UV) run --no-sync ruff format --check .
+
+typecheck: $(SYNC_STAMP)
+	$(UV) run --no-sync mypy
+
+bench: $(SYNC_STAMP)
+	$(UV) run --no-sync python -m bench
+
+sync: $(SYNC_STAMP)
+
+$(SYNC_STAMP): uv.lock pyproject.toml $(wildcard */pyproject.toml functions/*/pyproject.toml) | $(UV)
+	$(UV) sync --all-packages --locked
+	@touch $@
+
+$(CURDIR)/.tools/bin/uv:
+	$(PYTHON) -m venv .tools
+	.tools/bin/python -m pip install --quiet uv
+
+clean:
+	rm -rf .venv .tools .cache .pytest_cache .mypy_cache .ruff_cache

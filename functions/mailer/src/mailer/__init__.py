@@ -1,0 +1,1 @@
+"""Send an email through Mailgun or SMTP."""

@@ -1,0 +1,1 @@
+"""Job function for the email:send_verification_link task."""

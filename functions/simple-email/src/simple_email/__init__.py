@@ -1,0 +1,1 @@
+"""Job function for the simple-email task."""

@@ -1,0 +1,1 @@
+"""jobfn: turn a typed handler into a job function served over HTTP."""

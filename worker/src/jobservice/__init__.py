@@ -1,0 +1,1 @@
+"""The job service: worker, callback server and scheduler for app_jobs."""
