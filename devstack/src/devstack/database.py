@@ -78,6 +78,14 @@ def create_database(admin_conninfo: str, name: str, *, template: str | None = No
     return with_dbname(admin_conninfo, name)
 
 
+def ensure_database(admin_conninfo: str, name: str) -> str:
+    """Create database ``name`` unless it exists; return its conninfo."""
+    try:
+        return create_database(admin_conninfo, name)
+    except psycopg.errors.DuplicateDatabase:
+        return with_dbname(admin_conninfo, name)
+
+
 def drop_database(admin_conninfo: str, name: str) -> None:
     """Drop database ``name`` if it exists, disconnecting its sessions."""
     with psycopg.connect(admin_conninfo, autocommit=True) as conn:
