@@ -59,6 +59,11 @@ def start_embedded(data_dir: Path, *, keep_running: bool = False) -> EmbeddedPos
     With ``keep_running`` the server outlives this process; otherwise it stops when the last
     process using it exits.
     """
+    if not os.environ.get("XDG_RUNTIME_DIR"):
+        # pgserver's platformdirs warns without it; give it a private directory of ours.
+        runtime = data_dir.parent / "run"
+        runtime.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.environ["XDG_RUNTIME_DIR"] = str(runtime)
     import pgserver  # imported here: only needed when no database is configured
 
     data_dir.mkdir(parents=True, exist_ok=True)

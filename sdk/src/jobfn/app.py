@@ -1,0 +1,218 @@
+"""The HTTP side of a job function: the job request (``POST``) and the other routes.
+
+``POST`` (any path: the reference worker appends the task name to its gateway URL) is handled
+by :func:`handle_job_request` directly on the ASGI messages, the hot path the worker's
+in-process dispatch goes through; ``GET /health/liveness``, ``GET /health/readiness``,
+``GET /openapi.json`` and the ASGI lifespan go to a Starlette app built once per function.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from jobfn import protocol
+from jobfn.callback import CallbackTarget
+from jobfn.handler import InvalidPayloadError
+from jobfn.logging import JOB_LOGGER
+from jobfn.openapi import openapi_document
+from jobfn.types import Outcome
+
+if TYPE_CHECKING:
+    from jobfn.context import JobContext
+    from jobfn.function import JobFunction
+
+Message = MutableMapping[str, Any]
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+job_log = logging.getLogger(JOB_LOGGER)
+
+ACCEPTED = Outcome(202, "accepted")
+UNAUTHORIZED = "missing or invalid X-Job-Signature"
+
+
+class ClientGoneError(Exception):
+    """The client disconnected before the request body arrived."""
+
+
+async def read_body(receive: Receive, limit: int) -> bytes | None:
+    """The request body, or ``None`` when it is over ``limit`` bytes."""
+    message = await receive()
+    if message["type"] != "http.request":
+        raise ClientGoneError
+    body: bytes = message.get("body", b"")
+    if not message.get("more_body", False):
+        return body if len(body) <= limit else None
+    chunks = [body]
+    size = len(body)
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise ClientGoneError
+        chunk: bytes = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def too_large(limit: int) -> Outcome:
+    """The outcome of a body over the size limit (permanent: it will not shrink)."""
+    return Outcome(
+        413, "too_large", error=f"request body is larger than {limit} bytes", retry=False
+    )
+
+
+def log_job(ctx: JobContext, outcome: Outcome, started: float) -> None:
+    """Write the one log line of a finished (or refused) job."""
+    level = (
+        logging.INFO
+        if outcome.status < 400
+        else logging.WARNING
+        if outcome.status < 500
+        else logging.ERROR
+    )
+    if not job_log.isEnabledFor(level):
+        return
+    fields = ctx.fields
+    fields["action"] = "run"
+    fields["outcome"] = outcome.label
+    fields["status"] = outcome.status
+    fields["duration_ms"] = round((time.perf_counter() - started) * 1000, 3)
+    if outcome.error is not None:
+        fields["error"] = outcome.error
+    exception = outcome.exception if outcome.label in ("error", "timeout") else None
+    # makeRecord + handle: the same record as job_log.log() without its stack walk.
+    record = job_log.makeRecord(
+        JOB_LOGGER,
+        level,
+        __file__,
+        0,
+        "job %s %s: %s",
+        (ctx.job_id or "-", ctx.task, outcome.label),
+        (type(exception), exception, exception.__traceback__) if exception else None,
+        "log_job",
+        fields,
+    )
+    job_log.handle(record)
+
+
+async def send_reply(send: Send, outcome: Outcome) -> None:
+    """Send ``outcome`` as the HTTP reply."""
+    body = protocol.reply_body(outcome)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": outcome.status,
+            "headers": protocol.reply_headers(outcome, body),
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def handle_job_request(fn: JobFunction, scope: Scope, receive: Receive, send: Send) -> None:
+    """Run one job request: read, check, run (or accept), reply, log, call back."""
+    started = time.perf_counter()
+    job = protocol.parse_job_headers(scope["headers"])
+    ctx = fn.context_for(job)
+    target = None
+    if job.callback_url and job.worker_id and job.job_id:
+        target = CallbackTarget(
+            protocol.callback_endpoint(job.callback_url), job.worker_id, job.job_id, job.database_id
+        )
+    secret = fn.signing_secret
+    if target is not None:
+        ctx._bind_callback(fn.sender, target, secret)
+
+    limit = fn.max_body_size
+    outcome: Outcome | None = None
+    body = b""
+    if job.content_length is not None and job.content_length > limit:
+        outcome = too_large(limit)
+    else:
+        try:
+            read = await read_body(receive, limit)
+        except ClientGoneError:
+            return
+        if read is None:
+            outcome = too_large(limit)
+        else:
+            body = read
+    if secret is not None and (
+        outcome is not None
+        or not protocol.verify(secret, job.signature, job.job_id or "", body, now=time.time())
+    ):
+        # An unauthenticated request does not get to settle a job by callback.
+        outcome = outcome or Outcome(401, "unauthorized", error=UNAUTHORIZED)
+        await send_reply(send, outcome)
+        log_job(ctx, outcome, started)
+        return
+
+    if outcome is None:
+        try:
+            payload = fn.handler.parse(body)
+        except InvalidPayloadError as exc:
+            outcome = exc.outcome
+        else:
+            if fn.background:
+                fn.start_background(payload, ctx, target, started)
+                await send_reply(send, ACCEPTED)
+                return
+            outcome = await fn.handler.run(payload, ctx)
+
+    await send_reply(send, outcome)
+    log_job(ctx, outcome, started)
+    if target is not None and not job.completion_reply:
+        await fn.sender.send(
+            target, protocol.callback_body(outcome), error=not outcome.ok, secret=secret
+        )
+
+
+def build_app(fn: JobFunction) -> Starlette:
+    """The Starlette app for everything but job requests (health, OpenAPI, lifespan)."""
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        fn.ready = True
+        try:
+            yield
+        finally:
+            fn.ready = False
+            await fn.drain(fn.shutdown_timeout)
+            await fn.aclose()
+
+    async def liveness(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readiness(request: Request) -> Response:
+        if fn.ready:
+            return JSONResponse({"status": "ready"})
+        return JSONResponse({"status": "draining"}, status_code=503)
+
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(openapi_document(fn))
+
+    async def index(request: Request) -> Response:
+        return JSONResponse({"function": fn.name, "openapi": "/openapi.json"})
+
+    return Starlette(
+        routes=[
+            Route("/", index, methods=["GET"]),
+            Route("/health/liveness", liveness, methods=["GET"]),
+            Route("/health/readiness", readiness, methods=["GET"]),
+            Route("/openapi.json", openapi, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+    )

@@ -1,0 +1,384 @@
+"""Enqueue jobs and look them up from application code (the ``jobfn[client]`` extra).
+
+.. code-block:: python
+
+    from jobfn.client import add_job
+
+    job = add_job("send-email", {"to": "ada@example.com"}, database_id=db_id, priority=-1)
+
+Every call takes either ``conn`` (a psycopg connection: the job is added inside your
+transaction, committed with it) or ``conninfo`` (a connection string; default
+``DATABASE_URL``, else libpq's ``PG*`` variables), and ``schema`` (default ``JOBS_SCHEMA``,
+else ``app_jobs``). Jobs go through ``<schema>.add_jobs`` (one statement for many jobs).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cache
+from importlib import resources
+from typing import Any
+from uuid import UUID
+
+try:
+    import psycopg
+    from psycopg import sql
+    from psycopg.rows import dict_row
+except ImportError as exc:  # pragma: no cover - depends on the installed extras
+    raise ImportError(
+        "jobfn.client needs psycopg: install the extra with `pip install 'jobfn[client]'`"
+    ) from exc
+
+from pydantic_core import to_json
+
+DEFAULT_SCHEMA = "app_jobs"
+
+__all__ = [
+    "Job",
+    "JobSpec",
+    "JobStatus",
+    "add_job",
+    "add_job_async",
+    "add_jobs",
+    "add_jobs_async",
+    "job_status",
+    "job_status_async",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    """One job to enqueue, with every option of ``add_job`` (plus ``actor_id``).
+
+    Options left ``None`` take the SQL defaults: the database id from the JWT claims, no key,
+    no queue, run now, 25 attempts, priority 0 (lower runs first).
+    """
+
+    task: str
+    payload: Any = None
+    database_id: UUID | str | None = None
+    job_key: str | None = None
+    queue_name: str | None = None
+    run_at: datetime | None = None
+    max_attempts: int | None = None
+    priority: int | None = None
+    actor_id: UUID | str | None = None
+
+    def as_sql_json(self) -> dict[str, Any]:
+        """The object ``add_jobs`` takes (only the keys that are set)."""
+        if not self.task:
+            raise ValueError("job task (identifier) must be a non-empty string")
+        if self.max_attempts is not None and self.max_attempts < 1:
+            raise ValueError(f"max_attempts must be at least 1 (got {self.max_attempts})")
+        item: dict[str, Any] = {
+            "identifier": self.task,
+            "payload": {} if self.payload is None else self.payload,
+        }
+        optional = {
+            "db_id": self.database_id,
+            "job_key": self.job_key,
+            "queue_name": self.queue_name,
+            "run_at": self.run_at,
+            "max_attempts": self.max_attempts,
+            "priority": self.priority,
+            "actor_id": self.actor_id,
+        }
+        item.update({key: value for key, value in optional.items() if value is not None})
+        return item
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A job as stored in the queue after it was added."""
+
+    id: int
+    task_identifier: str
+    database_id: UUID | None = None
+    payload: Any = None
+    queue_name: str | None = None
+    priority: int = 0
+    run_at: datetime | None = None
+    attempts: int = 0
+    max_attempts: int = 25
+    key: str | None = None
+    actor_id: UUID | None = None
+    created_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JobStatus:
+    """Where a job is: ``queued``, ``running``, ``completed`` or ``failed`` (and details)."""
+
+    job_id: int
+    status: str
+    task_identifier: str
+    attempts: int
+    max_attempts: int
+    last_error: str | None = None
+    result: Any = None
+    progress: int | None = None
+    progress_message: str | None = None
+    run_at: datetime | None = None
+    locked_by: str | None = None
+    created_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    @property
+    def done(self) -> bool:
+        """Whether the job finished (completed or failed for good)."""
+        return self.status in ("completed", "failed")
+
+
+_NAME = re.compile(r"^--\s*name:\s*(\w+)\s*$", re.MULTILINE)
+
+
+@cache
+def _queries() -> dict[str, str]:
+    text = resources.files("jobfn").joinpath("client.sql").read_text(encoding="utf-8")
+    parts = _NAME.split(text)
+    return {
+        name: body.strip().rstrip(";") for name, body in zip(parts[1::2], parts[2::2], strict=True)
+    }
+
+
+def _schema(schema: str | None) -> str:
+    return schema or os.environ.get("JOBS_SCHEMA") or DEFAULT_SCHEMA
+
+
+@cache
+def _query(name: str, schema: str) -> sql.Composed:
+    return sql.SQL(_queries()[name]).format(schema=sql.Identifier(schema))
+
+
+def _conninfo(conninfo: str | None) -> str:
+    return conninfo if conninfo is not None else os.environ.get("DATABASE_URL", "")
+
+
+def _specs(jobs: Iterable[JobSpec | Mapping[str, Any]]) -> list[dict[str, Any]]:
+    items = []
+    for job in jobs:
+        spec = job if isinstance(job, JobSpec) else _spec_from_mapping(job)
+        items.append(spec.as_sql_json())
+    return items
+
+
+def _spec_from_mapping(job: Mapping[str, Any]) -> JobSpec:
+    options = dict(job)
+    task = options.pop("task", None) or options.pop("identifier", None)
+    if "db_id" in options:
+        options["database_id"] = options.pop("db_id")
+    if not isinstance(task, str):
+        raise ValueError(f"each job needs a 'task' (got {dict(job)!r})")
+    try:
+        return JobSpec(task=task, **options)
+    except TypeError as exc:
+        raise ValueError(f"unknown job option in {dict(job)!r}: {exc}") from exc
+
+
+def _spec(task: str, payload: Any, options: dict[str, Any]) -> JobSpec:
+    alias = options.pop("db_id", None)
+    if alias is not None:
+        if options.get("database_id") is not None:
+            raise ValueError("pass database_id or its alias db_id, not both")
+        options["database_id"] = alias
+    return JobSpec(task=task, payload=payload, **options)
+
+
+def _job(row: Mapping[str, Any]) -> Job:
+    return Job(**{key: row[key] for key in Job.__dataclass_fields__ if key in row})
+
+
+def _in_input_order(items: list[dict[str, Any]], rows: list[dict[str, Any]]) -> list[Job]:
+    """``add_jobs`` returns the unkeyed jobs, then the keyed ones: restore the input order."""
+    jobs = [_job(row) for row in rows]
+    if len(jobs) != len(items):
+        return jobs
+    unkeyed = iter(jobs[: sum(1 for item in items if "job_key" not in item)])
+    keyed = iter(jobs[sum(1 for item in items if "job_key" not in item) :])
+    return [next(keyed) if "job_key" in item else next(unkeyed) for item in items]
+
+
+def _status(row: Mapping[str, Any] | None) -> JobStatus | None:
+    if row is None or row.get("job_id") is None:
+        return None
+    return JobStatus(**{key: row[key] for key in JobStatus.__dataclass_fields__ if key in row})
+
+
+# -- synchronous ----------------------------------------------------------------------------
+
+
+def add_jobs(
+    jobs: Iterable[JobSpec | Mapping[str, Any]],
+    *,
+    conn: psycopg.Connection[Any] | None = None,
+    conninfo: str | None = None,
+    schema: str | None = None,
+) -> list[Job]:
+    """Enqueue many jobs in one statement; the stored jobs, in the order given.
+
+    Each job is a :class:`JobSpec` or a mapping with its fields (``task`` or ``identifier``,
+    ``payload``, ``database_id`` or ``db_id``, ``job_key``, ``queue_name``, ``run_at``,
+    ``max_attempts``, ``priority``, ``actor_id``).
+    """
+    items = _specs(jobs)
+    if not items:
+        return []
+    query = _query("add_jobs", _schema(schema))
+    params = {"jobs": to_json(items).decode()}
+    if conn is not None:
+        with conn.cursor(row_factory=dict_row) as cur:
+            return _in_input_order(items, cur.execute(query, params).fetchall())
+    with (
+        psycopg.connect(_conninfo(conninfo), autocommit=True) as own,
+        own.cursor(row_factory=dict_row) as cur,
+    ):
+        return _in_input_order(items, cur.execute(query, params).fetchall())
+
+
+def add_job(
+    task: str,
+    payload: Any = None,
+    *,
+    conn: psycopg.Connection[Any] | None = None,
+    conninfo: str | None = None,
+    schema: str | None = None,
+    database_id: UUID | str | None = None,
+    db_id: UUID | str | None = None,
+    job_key: str | None = None,
+    queue_name: str | None = None,
+    run_at: datetime | None = None,
+    max_attempts: int | None = None,
+    priority: int | None = None,
+    actor_id: UUID | str | None = None,
+) -> Job:
+    """Enqueue one job of ``task`` with ``payload`` (a JSON value or a pydantic model).
+
+    ``job_key`` replaces a queued job with the same key; ``queue_name`` serialises the jobs
+    of a queue; ``run_at`` delays it; ``priority`` orders it (lower first); ``database_id``
+    (alias ``db_id``) and ``actor_id`` default to the JWT claims of the session.
+    """
+    spec = _spec(
+        task,
+        payload,
+        {
+            "database_id": database_id,
+            "db_id": db_id,
+            "job_key": job_key,
+            "queue_name": queue_name,
+            "run_at": run_at,
+            "max_attempts": max_attempts,
+            "priority": priority,
+            "actor_id": actor_id,
+        },
+    )
+    [job] = add_jobs([spec], conn=conn, conninfo=conninfo, schema=schema)
+    return job
+
+
+def job_status(
+    job_id: int,
+    *,
+    conn: psycopg.Connection[Any] | None = None,
+    conninfo: str | None = None,
+    schema: str | None = None,
+) -> JobStatus | None:
+    """Where job ``job_id`` is (queued, running, completed, failed); ``None`` if unknown."""
+    query = _query("job_status", _schema(schema))
+    params = {"job_id": job_id}
+    if conn is not None:
+        with conn.cursor(row_factory=dict_row) as cur:
+            return _status(cur.execute(query, params).fetchone())
+    with (
+        psycopg.connect(_conninfo(conninfo), autocommit=True) as own,
+        own.cursor(row_factory=dict_row) as cur,
+    ):
+        return _status(cur.execute(query, params).fetchone())
+
+
+# -- asynchronous ---------------------------------------------------------------------------
+
+
+async def add_jobs_async(
+    jobs: Iterable[JobSpec | Mapping[str, Any]],
+    *,
+    conn: psycopg.AsyncConnection[Any] | None = None,
+    conninfo: str | None = None,
+    schema: str | None = None,
+) -> list[Job]:
+    """:func:`add_jobs` for asyncio code."""
+    items = _specs(jobs)
+    if not items:
+        return []
+    query = _query("add_jobs", _schema(schema))
+    params = {"jobs": to_json(items).decode()}
+    if conn is not None:
+        async with conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(query, params)
+            return _in_input_order(items, await cur.fetchall())
+    async with (
+        await psycopg.AsyncConnection.connect(_conninfo(conninfo), autocommit=True) as own,
+        own.cursor(row_factory=dict_row) as cur,
+    ):
+        await cur.execute(query, params)
+        return _in_input_order(items, await cur.fetchall())
+
+
+async def add_job_async(
+    task: str,
+    payload: Any = None,
+    *,
+    conn: psycopg.AsyncConnection[Any] | None = None,
+    conninfo: str | None = None,
+    schema: str | None = None,
+    database_id: UUID | str | None = None,
+    db_id: UUID | str | None = None,
+    job_key: str | None = None,
+    queue_name: str | None = None,
+    run_at: datetime | None = None,
+    max_attempts: int | None = None,
+    priority: int | None = None,
+    actor_id: UUID | str | None = None,
+) -> Job:
+    """:func:`add_job` for asyncio code."""
+    spec = _spec(
+        task,
+        payload,
+        {
+            "database_id": database_id,
+            "db_id": db_id,
+            "job_key": job_key,
+            "queue_name": queue_name,
+            "run_at": run_at,
+            "max_attempts": max_attempts,
+            "priority": priority,
+            "actor_id": actor_id,
+        },
+    )
+    [job] = await add_jobs_async([spec], conn=conn, conninfo=conninfo, schema=schema)
+    return job
+
+
+async def job_status_async(
+    job_id: int,
+    *,
+    conn: psycopg.AsyncConnection[Any] | None = None,
+    conninfo: str | None = None,
+    schema: str | None = None,
+) -> JobStatus | None:
+    """:func:`job_status` for asyncio code."""
+    query = _query("job_status", _schema(schema))
+    params = {"job_id": job_id}
+    if conn is not None:
+        async with conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(query, params)
+            return _status(await cur.fetchone())
+    async with (
+        await psycopg.AsyncConnection.connect(_conninfo(conninfo), autocommit=True) as own,
+        own.cursor(row_factory=dict_row) as cur,
+    ):
+        await cur.execute(query, params)
+        return _status(await cur.fetchone())

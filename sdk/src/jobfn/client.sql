@@ -1,0 +1,11 @@
+-- Named queries of jobfn.client. `{schema}` is filled in with psycopg.sql.Identifier.
+
+-- name: add_jobs
+SELECT id, database_id, task_identifier, payload, queue_name, priority, run_at, attempts,
+       max_attempts, key, actor_id, created_at
+FROM {schema}.add_jobs(%(jobs)s::json);
+
+-- name: job_status
+SELECT job_id, status, task_identifier, attempts, max_attempts, last_error, result, progress,
+       progress_message, run_at, locked_by, created_at, finished_at
+FROM {schema}.job_status(%(job_id)s::bigint);

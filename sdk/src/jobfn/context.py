@@ -1,0 +1,147 @@
+"""JobContext: what a handler knows about the job it runs."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import anyio.from_thread
+
+from jobfn import protocol
+from jobfn.logging import JobLogger
+
+if TYPE_CHECKING:
+    from jobfn.callback import CallbackSender, CallbackTarget
+
+
+class JobContext:
+    """The job a handler runs: ids from the request headers, a logger and progress reports.
+
+    Every field is ``None`` when the function is invoked directly (a ``POST`` without job
+    headers). Build one yourself to call a handler as a plain function in tests:
+    ``handler(payload, JobContext(job_id="1"))``.
+    """
+
+    __slots__ = (
+        "_logger",
+        "_logger_name",
+        "_secret",
+        "_sender",
+        "_target",
+        "actor_id",
+        "attempt",
+        "callback_url",
+        "database_id",
+        "job_id",
+        "max_attempts",
+        "task",
+        "traceparent",
+        "worker_id",
+    )
+
+    def __init__(
+        self,
+        *,
+        job_id: str | None = None,
+        worker_id: str | None = None,
+        database_id: str | None = None,
+        actor_id: str | None = None,
+        task: str | None = None,
+        attempt: int | None = None,
+        max_attempts: int | None = None,
+        callback_url: str | None = None,
+        traceparent: str | None = None,
+        logger_name: str = "jobfn.handler",
+    ) -> None:
+        self.job_id = job_id
+        """The job's id (decimal text), from ``X-Job-Id``."""
+        self.worker_id = worker_id
+        """The worker that dispatched the job, from ``X-Worker-Id``."""
+        self.database_id = database_id
+        """The tenant database of the job, from ``X-Database-Id``."""
+        self.actor_id = actor_id
+        """The user on whose behalf the job runs, from ``X-Actor-Id``."""
+        self.task = task
+        """The task identifier (``X-Task-Identifier``, else the function's name)."""
+        self.attempt = attempt
+        """This attempt's number, starting at 1 (``X-Job-Attempt``)."""
+        self.max_attempts = max_attempts
+        """How many attempts the job has in all (``X-Job-Max-Attempts``)."""
+        self.callback_url = callback_url
+        """Where the function reports the outcome (``X-Callback-Url``)."""
+        self.traceparent = traceparent
+        """The W3C trace context of this attempt."""
+        self._logger_name = logger_name
+        self._logger: JobLogger | None = None
+        self._sender: CallbackSender | None = None
+        self._target: CallbackTarget | None = None
+        self._secret: str | None = None
+
+    @property
+    def fields(self) -> dict[str, object]:
+        """The job's fields that are set, as attached to its log lines."""
+        candidates: dict[str, object] = {
+            "job_id": self.job_id,
+            "task": self.task,
+            "database_id": self.database_id,
+            "worker_id": self.worker_id,
+            "actor_id": self.actor_id,
+            "attempt": self.attempt,
+            "max_attempts": self.max_attempts,
+        }
+        return {key: value for key, value in candidates.items() if value is not None}
+
+    @property
+    def logger(self) -> logging.LoggerAdapter[logging.Logger]:
+        """A logger whose lines carry this job's fields (``job_id``, ``task``, ...)."""
+        if self._logger is None:
+            self._logger = JobLogger(logging.getLogger(self._logger_name), self.fields)
+        return self._logger
+
+    @property
+    def is_last_attempt(self) -> bool:
+        """Whether a failure now fails the job for good (``False`` when unknown)."""
+        return (
+            self.attempt is not None
+            and self.max_attempts is not None
+            and self.attempt >= self.max_attempts
+        )
+
+    def _bind_callback(
+        self, sender: CallbackSender, target: CallbackTarget | None, secret: str | None
+    ) -> None:
+        self._sender = sender
+        self._target = target
+        self._secret = secret
+
+    async def progress(self, percent: float, message: str | None = None) -> bool:
+        """Report progress (0-100) through the callback; whether it was delivered.
+
+        Does nothing (returns ``False``) when the request named no callback URL. A progress
+        report does not end the job; delivery problems are logged, never raised.
+        """
+        body = _progress_body(percent, message)
+        if self._sender is None or self._target is None:
+            return False
+        return await self._sender.send(
+            self._target, body, error=False, secret=self._secret, attempts=2
+        )
+
+    def progress_sync(self, percent: float, message: str | None = None) -> bool:
+        """:meth:`progress` for a synchronous handler (which the SDK runs in a thread)."""
+        _progress_body(percent, message)
+        if self._sender is None or self._target is None:
+            return False
+        return anyio.from_thread.run(self.progress, percent, message)
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{key}={value!r}" for key, value in self.fields.items())
+        return f"JobContext({inner})"
+
+
+def _progress_body(percent: float, message: str | None) -> bytes:
+    if isinstance(percent, bool) or not isinstance(percent, int | float):
+        raise TypeError(f"progress percent must be a number (got {percent!r})")
+    if not 0 <= percent <= 100:
+        raise ValueError(f"progress percent must be between 0 and 100 (got {percent})")
+    return protocol.progress_body(round(percent), message)

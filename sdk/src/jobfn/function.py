@@ -1,0 +1,360 @@
+"""JobFunction: what ``@job_function`` returns — the handler, its options, its ASGI app."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import logging
+import os
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, overload
+
+from jobfn import protocol
+from jobfn.app import Receive, Scope, Send, build_app, handle_job_request, log_job
+from jobfn.callback import CallbackPolicy, CallbackSender, CallbackTarget
+from jobfn.context import JobContext
+from jobfn.handler import Handler, InvalidPayloadError, inspect_handler
+from jobfn.types import JobRun, Outcome
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
+
+    from jobfn.client import Job
+
+DEFAULT_MAX_BODY_SIZE = 1024 * 1024
+DEFAULT_SHUTDOWN_TIMEOUT = 25.0
+SIGNING_SECRET_VARIABLE = "JOBS_SIGNING_SECRET"
+
+log = logging.getLogger("jobfn")
+
+_UNSET: Any = object()
+
+
+class JobFunction:
+    """A job handler served as an HTTP function; itself an ASGI application.
+
+    Called with ``(scope, receive, send)`` it is the ASGI app (``POST`` runs the job; ``GET
+    /health/liveness``, ``/health/readiness``, ``/openapi.json``; lifespan drains background
+    jobs). Called any other way it is the plain handler: ``fn(payload, ctx)``.
+    """
+
+    __name__: str
+    __qualname__: str
+    __wrapped__: Callable[..., Any]
+
+    def __init__(
+        self,
+        func: Callable[..., Any],
+        *,
+        name: str | None = None,
+        payload: Any = None,
+        timeout: float | None = None,
+        background: bool = False,
+        max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+        callback: CallbackPolicy | None = None,
+        shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
+        signing_secret: str | None = _UNSET,
+        localns: Mapping[str, Any] | None = None,
+    ) -> None:
+        if timeout is not None and timeout <= 0:
+            raise ValueError(f"job_function timeout must be positive seconds (got {timeout})")
+        if max_body_size < 1:
+            raise ValueError(f"job_function max_body_size must be positive (got {max_body_size})")
+        functools.update_wrapper(self, func)
+        shape = inspect_handler(func, payload_type=payload, localns=localns)
+        self.handler = Handler(func, shape, timeout)
+        self.name: str = name or func.__name__
+        """The task identifier this function serves (default: the handler's name)."""
+        self.timeout = timeout
+        self.background = background
+        self.max_body_size = max_body_size
+        self.shutdown_timeout = shutdown_timeout
+        self.sender = CallbackSender(callback)
+        self.ready = True
+        self._secret = signing_secret
+        self._app: Starlette | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._logger_name = getattr(func, "__module__", None) or "jobfn.handler"
+
+    def __repr__(self) -> str:
+        return f"<JobFunction {self.name!r} ({self.handler.func.__qualname__})>"
+
+    # -- the two faces: plain function and ASGI app -----------------------------------------
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """``fn(scope, receive, send)``: the ASGI app; any other call: the plain handler."""
+        if len(args) == 3 and not kwargs and isinstance(args[0], dict) and "type" in args[0]:
+            return self._asgi(args[0], args[1], args[2])
+        return self.handler.func(*args, **kwargs)
+
+    async def _asgi(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            await handle_job_request(self, scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+    @property
+    def app(self) -> Starlette:
+        """The Starlette app serving health, OpenAPI and lifespan (built once)."""
+        if self._app is None:
+            self._app = build_app(self)
+        return self._app
+
+    @property
+    def payload_type(self) -> Any:
+        """The payload's type (a pydantic model, ``dict``...), ``None`` for any JSON value."""
+        return self.handler.shape.payload_type
+
+    @property
+    def signing_secret(self) -> str | None:
+        """The ``X-Job-Signature`` secret (``JOBS_SIGNING_SECRET``, read once), or ``None``."""
+        if self._secret is _UNSET:
+            self._secret = os.environ.get(SIGNING_SECRET_VARIABLE) or None
+        secret: str | None = self._secret
+        return secret
+
+    def context_for(self, job: protocol.JobHeaders) -> JobContext:
+        """The :class:`JobContext` of a request with these job headers."""
+        return JobContext(
+            job_id=job.job_id,
+            worker_id=job.worker_id,
+            database_id=job.database_id,
+            actor_id=job.actor_id,
+            task=job.task or self.name,
+            attempt=job.attempt,
+            max_attempts=job.max_attempts,
+            callback_url=job.callback_url,
+            traceparent=job.traceparent,
+            logger_name=self._logger_name,
+        )
+
+    # -- background jobs ----------------------------------------------------------------------
+
+    def start_background(
+        self, payload: Any, ctx: JobContext, target: CallbackTarget | None, started: float
+    ) -> None:
+        """Run the job in a task of its own; the outcome goes to the callback."""
+        task = asyncio.get_running_loop().create_task(
+            self._background(payload, ctx, target, started), name=f"jobfn:{self.name}"
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _background(
+        self, payload: Any, ctx: JobContext, target: CallbackTarget | None, started: float
+    ) -> None:
+        try:
+            outcome = await self.handler.run(payload, ctx)
+        except asyncio.CancelledError:
+            outcome = Outcome(500, "error", error="the function shut down before the job finished")
+            log_job(ctx, outcome, started)
+            if target is not None:
+                await self._report(target, outcome, attempts=1)
+            raise
+        log_job(ctx, outcome, started)
+        if target is not None:
+            await self._report(target, outcome)
+
+    async def _report(
+        self, target: CallbackTarget, outcome: Outcome, attempts: int | None = None
+    ) -> bool:
+        return await self.sender.send(
+            target,
+            protocol.callback_body(outcome),
+            error=not outcome.ok,
+            secret=self.signing_secret,
+            attempts=attempts,
+        )
+
+    @property
+    def in_flight(self) -> int:
+        """How many background jobs are running."""
+        return len(self._tasks)
+
+    async def drain(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109
+        """Wait for the background jobs (at most ``timeout`` s); whether all finished.
+
+        Jobs still running after ``timeout`` are cancelled and reported as failed (retryable)
+        through their callback.
+        """
+        if not self._tasks:
+            return True
+        _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
+        if not pending:
+            return True
+        log.warning(
+            "cancelling %d background job(s) still running after %s s", len(pending), timeout
+        )
+        for task in pending:
+            task.cancel()
+        await asyncio.wait(pending, timeout=self.sender.policy.timeout + 1)
+        return False
+
+    async def aclose(self) -> None:
+        """Close the callback client (called on lifespan shutdown)."""
+        await self.sender.aclose()
+
+    # -- in-process runs (seed-004 verbs) -----------------------------------------------------
+
+    async def now(self, payload: Any = None, *, ctx: JobContext | None = None) -> JobRun:
+        """Run the job in this process now; its result with status, timings and error.
+
+        The payload is validated like a request's; failures are reported in the returned
+        :class:`JobRun` (``status="failed"``), never raised.
+        """
+        ctx = ctx or JobContext(task=self.name, logger_name=self._logger_name)
+        started_at = datetime.now(UTC)
+        clock = time.perf_counter()
+        try:
+            value = self.handler.coerce({} if payload is None else payload)
+        except InvalidPayloadError as exc:
+            outcome = exc.outcome
+        else:
+            outcome = await self.handler.run(value, ctx)
+        log_job(ctx, outcome, clock)
+        return JobRun.from_outcome(
+            self.name, outcome, started_at, datetime.now(UTC), time.perf_counter() - clock
+        )
+
+    async def batch(
+        self,
+        payloads: Iterable[Any],
+        *,
+        concurrency: int = 5,
+        stop_on_error: bool = False,
+    ) -> list[JobRun]:
+        """Run the job on each payload in this process, ``concurrency`` at a time.
+
+        Returns one :class:`JobRun` per payload, in order. With ``stop_on_error``, payloads not
+        yet started when a run fails are not run (``status="skipped"``).
+        """
+        if concurrency < 1:
+            raise ValueError(f"batch concurrency must be at least 1 (got {concurrency})")
+        items = list(payloads)
+        runs: list[JobRun | None] = [None] * len(items)
+        next_index = 0
+        failed = False
+
+        async def lane() -> None:
+            nonlocal next_index, failed
+            while next_index < len(items) and not (stop_on_error and failed):
+                index = next_index
+                next_index += 1
+                run = await self.now(items[index])
+                runs[index] = run
+                if run.status == "failed":
+                    failed = True
+
+        await asyncio.gather(*(lane() for _ in range(min(concurrency, len(items)) or 1)))
+        return [run or JobRun.skipped(self.name) for run in runs]
+
+    async def later(self, payload: Any = None, **options: Any) -> Job:
+        """Enqueue the job (task = this function's name); needs ``jobfn[client]``.
+
+        ``options`` are those of :func:`jobfn.client.add_job_async` (``conninfo``,
+        ``database_id``, ``job_key``, ``queue_name``, ``run_at``, ``max_attempts``,
+        ``priority``, ``actor_id``, ``schema``...).
+        """
+        from jobfn import client
+
+        return await client.add_job_async(self.name, self._enqueue_payload(payload), **options)
+
+    def later_sync(self, payload: Any = None, **options: Any) -> Job:
+        """:meth:`later` for synchronous code."""
+        from jobfn import client
+
+        return client.add_job(self.name, self._enqueue_payload(payload), **options)
+
+    def _enqueue_payload(self, payload: Any) -> Any:
+        if payload is None:
+            return {}
+        try:
+            value = self.handler.coerce(payload)
+        except InvalidPayloadError as exc:
+            raise ValueError(f"payload for job {self.name!r}: {exc.outcome.error}") from exc
+        adapter = self.handler.adapter
+        return adapter.dump_python(value, mode="json") if adapter is not None else value
+
+
+def _mark_asgi3(func: Callable[..., Any]) -> None:
+    """Let servers that sniff the interface (uvicorn) see an ASGI 3 app."""
+    mark = getattr(inspect, "markcoroutinefunction", None)
+    if mark is not None:  # Python 3.12+
+        mark(func)
+    else:
+        func._is_coroutine = asyncio.coroutines._is_coroutine  # type: ignore[attr-defined]
+
+
+_mark_asgi3(JobFunction.__call__)
+
+
+HandlerT = Callable[..., Any] | Callable[..., Awaitable[Any]]
+
+
+@overload
+def job_function(func: HandlerT, /) -> JobFunction: ...
+
+
+@overload
+def job_function(
+    *,
+    name: str | None = None,
+    payload: Any = None,
+    timeout: float | None = None,
+    background: bool = False,
+    max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+    callback: CallbackPolicy | None = None,
+    shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
+    signing_secret: str | None = ...,
+) -> Callable[[HandlerT], JobFunction]: ...
+
+
+def job_function(
+    func: HandlerT | None = None,
+    /,
+    *,
+    name: str | None = None,
+    payload: Any = None,
+    timeout: float | None = None,
+    background: bool = False,
+    max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+    callback: CallbackPolicy | None = None,
+    shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
+    signing_secret: str | None = _UNSET,
+) -> JobFunction | Callable[[HandlerT], JobFunction]:
+    """Turn ``handler(payload, ctx)`` (sync or async) into a :class:`JobFunction`.
+
+    Use bare (``@job_function``) or with options:
+
+    - ``name``: the task identifier (default: the handler's name);
+    - ``payload``: the payload type when the handler's annotation is not it;
+    - ``timeout``: seconds the handler may run before the attempt fails (retryable);
+    - ``background``: answer ``202`` at once and report the outcome through the callback;
+    - ``max_body_size``: largest accepted request body in bytes (default 1 MiB; larger → 413);
+    - ``callback``: a :class:`CallbackPolicy` (timeout, attempts, backoff);
+    - ``shutdown_timeout``: seconds background jobs may take to finish on shutdown;
+    - ``signing_secret``: overrides ``JOBS_SIGNING_SECRET`` (``None``: no signatures).
+    """
+    localns = sys._getframe(1).f_locals
+
+    def decorate(handler: HandlerT) -> JobFunction:
+        return JobFunction(
+            handler,
+            name=name,
+            payload=payload,
+            timeout=timeout,
+            background=background,
+            max_body_size=max_body_size,
+            callback=callback,
+            shutdown_timeout=shutdown_timeout,
+            signing_secret=signing_secret,
+            localns=localns,
+        )
+
+    if func is not None:
+        return decorate(func)
+    return decorate

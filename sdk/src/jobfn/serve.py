@@ -1,0 +1,94 @@
+"""Serving a job function with uvicorn: ``PORT``, JSON logs, a graceful SIGTERM."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from collections.abc import Mapping
+from types import FrameType
+
+import uvicorn
+
+from jobfn import logging as jobfn_logging
+from jobfn.errors import ConfigError
+from jobfn.function import JobFunction
+
+DEFAULT_PORT = 8080
+DEFAULT_HOST = "0.0.0.0"  # a container's function must be reachable from outside
+
+
+def port_from_env(environ: Mapping[str, str] | None = None) -> int:
+    """``PORT`` (default 8080); raises :class:`ConfigError` naming it when malformed."""
+    raw = (os.environ if environ is None else environ).get("PORT", "").strip()
+    if not raw:
+        return DEFAULT_PORT
+    try:
+        port = int(raw)
+    except ValueError:
+        port = -1
+    if not 1 <= port <= 65535:
+        raise ConfigError(f"PORT must be a TCP port number between 1 and 65535 (got {raw!r})")
+    return port
+
+
+def config_for(
+    fn: JobFunction,
+    *,
+    host: str = DEFAULT_HOST,
+    port: int | None = None,
+    log_level: str = "info",
+    access_log: bool = False,
+) -> uvicorn.Config:
+    """The uvicorn configuration :func:`serve` uses (ASGI 3, lifespan on, graceful drain)."""
+    return uvicorn.Config(
+        fn,
+        host=host,
+        port=port_from_env() if port is None else port,
+        interface="asgi3",
+        lifespan="on",
+        log_config=None,
+        log_level=log_level,
+        access_log=access_log,
+        server_header=False,
+        timeout_graceful_shutdown=int(fn.shutdown_timeout) + 1,
+    )
+
+
+def serve(
+    fn: JobFunction,
+    *,
+    host: str = DEFAULT_HOST,
+    port: int | None = None,
+    log_level: str = "info",
+    access_log: bool = False,
+) -> None:
+    """Serve ``fn`` until SIGTERM or SIGINT, then finish in-flight jobs and return.
+
+    ``port`` defaults to ``PORT`` (else 8080). Logs go to stderr as JSON lines. On SIGTERM the
+    server stops accepting connections, waits for in-flight requests and background jobs (at
+    most ``fn.shutdown_timeout`` seconds) and returns normally, so the process exits 0.
+    """
+    if not isinstance(fn, JobFunction):
+        raise TypeError(f"serve() needs a JobFunction made by @job_function (got {fn!r})")
+    jobfn_logging.configure(log_level.upper())
+    server = uvicorn.Server(
+        config_for(fn, host=host, port=port, log_level=log_level, access_log=access_log)
+    )
+    received: list[int] = []
+
+    def remember(signum: int, frame: FrameType | None) -> None:
+        # uvicorn re-raises the signal that stopped it once it is done; handled here, that
+        # ends the process normally (exit 0) instead of killing it by the default action.
+        received.append(signum)
+
+    previous = {sig: signal.signal(sig, remember) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        server.run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if received:
+        logging.getLogger("jobfn").info(
+            "stopped by %s", signal.Signals(received[0]).name, extra={"action": "shutdown"}
+        )
