@@ -1,0 +1,359 @@
+"""Environment → frozen :class:`Settings` for the job service.
+
+Every variable the service reads is listed once in :data:`VARIABLES` (name, default, meaning);
+the README's table is that list. Reference names (contract section 6) keep their meaning; new
+ones start with ``JOBS_``. A malformed value raises :class:`ConfigError` whose message is one
+line naming the variable and what it expects.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import zoneinfo
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+
+class ConfigError(ValueError):
+    """A variable is missing or malformed; ``str(error)`` is one line naming it."""
+
+    def __init__(self, variable: str, expected: str, value: str | None = None) -> None:
+        shown = "" if value is None else f" (got {value!r})"
+        super().__init__(f"{variable}: expected {expected}{shown}")
+        self.variable = variable
+
+
+class Variable(NamedTuple):
+    """One documented environment variable."""
+
+    name: str
+    default: str
+    meaning: str
+
+
+VARIABLES: tuple[Variable, ...] = (
+    Variable("DATABASE_URL", "(unset: libpq reads PG*)", "job database connection URL"),
+    Variable("PGHOST PGPORT PGUSER PGPASSWORD PGDATABASE", "libpq defaults", "job database"),
+    Variable("JOBS_SCHEMA", "app_jobs", "schema holding the jobs tables and functions"),
+    Variable("HOSTNAME", "worker-<host>-<pid>", "worker id (X-Worker-Id, locked_by); ≥ 4 chars"),
+    Variable("JOBS_WORKER_ID", "(unset)", "overrides HOSTNAME as the worker id"),
+    Variable("JOBS_SUPPORT_ANY", "true", "run every task; false → only JOBS_SUPPORTED"),
+    Variable("JOBS_SUPPORTED", "(empty)", "comma-separated task identifiers to run"),
+    Variable(
+        "INTERNAL_GATEWAY_DEVELOPMENT_MAP",
+        "{}",
+        'JSON {"task": "full URL"}; first routing rule, honoured in every environment',
+    ),
+    Variable(
+        "JOBS_GATEWAY_URL_TEMPLATE",
+        "(unset)",
+        "URL template with {task} (task made DNS-safe), e.g. http://{task}.fns.svc",
+    ),
+    Variable(
+        "INTERNAL_GATEWAY_URL",
+        "http://gateway:8080",
+        "base URL: a job goes to base + '/' + task; a value with {task} is a template",
+    ),
+    Variable("KNATIVE_SERVICE_URL", "(unset)", "base URL used when INTERNAL_GATEWAY_URL is unset"),
+    Variable(
+        "JOBS_INPROCESS",
+        "{}",
+        'JSON {"task": "module:attr"}: run these tasks in the worker process (jobfn functions)',
+    ),
+    Variable("JOBS_CONCURRENCY", "10", "jobs run at once by this worker (all tasks)"),
+    Variable("JOBS_TASK_CONCURRENCY", "{}", 'JSON {"task": n}: at most n at once for that task'),
+    Variable("JOBS_CLAIM_BATCH", "100", "most jobs claimed in one statement"),
+    Variable(
+        "JOBS_PREFETCH",
+        "auto",
+        "jobs claimed ahead of free slots (auto: enough to cover two claims' time, ≤ 2 batches)",
+    ),
+    Variable("JOBS_POLL_INTERVAL", "1.0", "seconds between polls when no notification wakes us"),
+    Variable("JOBS_REQUEST_TIMEOUT", "300", "seconds a function may take to reply"),
+    Variable("JOBS_TASK_TIMEOUT", "{}", 'JSON {"task": seconds}: per-task request timeout'),
+    Variable("JOBS_CALLBACK_DEADLINE", "900", "seconds a 202-answered job waits for its callback"),
+    Variable("JOBS_JOB_EXPIRY", "14400", "seconds after which a lock of an unknown worker expires"),
+    Variable("JOBS_HEARTBEAT_INTERVAL", "10", "seconds between worker heartbeats"),
+    Variable("JOBS_DEAD_WORKER_AFTER", "45", "seconds without heartbeat before a worker is dead"),
+    Variable("JOBS_SHUTDOWN_GRACE", "25", "seconds to finish in-flight jobs on SIGTERM/SIGINT"),
+    Variable("JOBS_SETTLE_BATCH", "200", "outcomes written in one statement, at most"),
+    Variable("JOBS_SETTLE_DELAY_MS", "1", "ms to gather outcomes before writing them"),
+    Variable("JOBS_SIGNING_SECRET", "(unset)", "HMAC secret: sign dispatches, check callbacks"),
+    Variable("INTERNAL_JOBS_CALLBACK_PORT", "12345", "callback server port"),
+    Variable("JOBS_CALLBACK_HOST", "jobs-callback", "host in the default callback URL"),
+    Variable("JOBS_CALLBACK_BIND", "0.0.0.0", "interface the callback server listens on"),
+    Variable(
+        "INTERNAL_JOBS_CALLBACK_URL",
+        "http://<JOBS_CALLBACK_HOST>:<port>/callback",
+        "X-Callback-Url sent to functions",
+    ),
+    Variable("JOBS_WORKER_ENABLED", "true", "run the worker"),
+    Variable("JOBS_CALLBACK_SERVER_ENABLED", "true", "run the callback server"),
+    Variable("JOBS_SCHEDULER_ENABLED", "true", "run the scheduler"),
+    Variable("JOBS_CRON_TZ", "UTC", "time zone of schedules that name none"),
+    Variable("JOBS_SCHEDULER_POLL_INTERVAL", "1.0", "seconds between scheduler passes"),
+    Variable("JOBS_METRICS_PORT", "(unset)", "own port for /metrics (always on the callback port)"),
+    Variable("JOBS_METRICS_INTERVAL", "15", "seconds between queue depth/lag queries"),
+    Variable("JOBS_DB_POOL_SIZE", "6", "PostgreSQL connections of the pool (plus one LISTEN)"),
+    Variable("JOBS_LOG_LEVEL", "INFO", "DEBUG logs every job; INFO logs failures and lifecycle"),
+)
+
+_TRUE = frozenset({"true", "1", "yes", "on"})
+_FALSE = frozenset({"false", "0", "no", "off"})
+_BOOL_EXPECTED = "a boolean (true/false, 1/0, yes/no, on/off)"
+_MODULE_ATTR = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the job service is configured with (see :data:`VARIABLES`)."""
+
+    conninfo: str = ""
+    schema: str = "app_jobs"
+    worker_id: str = "worker-0000"
+    support_any: bool = True
+    supported: tuple[str, ...] = ()
+    gateway_map: Mapping[str, str] = field(default_factory=dict)
+    gateway_template: str | None = None
+    gateway_url: str = "http://gateway:8080"
+    inprocess: Mapping[str, str] = field(default_factory=dict)
+    concurrency: int = 10
+    task_concurrency: Mapping[str, int] = field(default_factory=dict)
+    claim_batch: int = 100
+    prefetch: int | None = None
+    """``None``: sized from the measured job duration and claim time."""
+    poll_interval: float = 1.0
+    request_timeout: float = 300.0
+    task_timeouts: Mapping[str, float] = field(default_factory=dict)
+    callback_deadline: float = 900.0
+    job_expiry: float = 14400.0
+    heartbeat_interval: float = 10.0
+    dead_worker_after: float = 45.0
+    shutdown_grace: float = 25.0
+    settle_batch: int = 200
+    settle_delay: float = 0.001
+    signing_secret: str | None = None
+    callback_port: int = 12345
+    callback_bind: str = "0.0.0.0"
+    callback_url: str = "http://jobs-callback:12345/callback"
+    worker_enabled: bool = True
+    callback_server_enabled: bool = True
+    scheduler_enabled: bool = True
+    cron_tz: str = "UTC"
+    scheduler_poll_interval: float = 1.0
+    metrics_port: int | None = None
+    metrics_interval: float = 15.0
+    db_pool_size: int = 6
+    log_level: str = "INFO"
+
+    def timeout_for(self, task: str) -> float:
+        """The request timeout of ``task`` in seconds."""
+        return self.task_timeouts.get(task, self.request_timeout)
+
+
+def parse_bool(name: str, raw: str) -> bool:
+    """``true/false, 1/0, yes/no, on/off`` (any case) → bool, else :class:`ConfigError`."""
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ConfigError(name, _BOOL_EXPECTED, raw)
+
+
+class _Reader:
+    """Reads typed values out of an environment mapping, naming the variable on errors."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+
+    def text(self, name: str) -> str | None:
+        value = self.env.get(name, "").strip()
+        return value or None
+
+    def boolean(self, name: str, default: bool) -> bool:
+        raw = self.text(name)
+        return default if raw is None else parse_bool(name, raw)
+
+    def integer(self, name: str, default: int, *, minimum: int = 1, maximum: int = 2**31) -> int:
+        raw = self.text(name)
+        if raw is None:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigError(name, f"an integer from {minimum} to {maximum}", raw) from None
+        if not minimum <= value <= maximum:
+            raise ConfigError(name, f"an integer from {minimum} to {maximum}", raw)
+        return value
+
+    def seconds(self, name: str, default: float, *, minimum: float = 0.0) -> float:
+        raw = self.text(name)
+        if raw is None:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ConfigError(name, f"a number of seconds ≥ {minimum:g}", raw) from None
+        if not value >= minimum or value == float("inf"):
+            raise ConfigError(name, f"a number of seconds ≥ {minimum:g}", raw)
+        return value
+
+    def json_map(self, name: str, expected: str) -> dict[str, object]:
+        raw = self.text(name)
+        if raw is None:
+            return {}
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            raise ConfigError(name, expected, raw) from None
+        if not isinstance(value, dict):
+            raise ConfigError(name, expected, raw)
+        return value
+
+
+def _string_map(reader: _Reader, name: str, expected: str) -> dict[str, str]:
+    raw = reader.json_map(name, expected)
+    if not all(isinstance(v, str) and v for v in raw.values()):
+        raise ConfigError(name, expected, reader.text(name))
+    return {k: str(v) for k, v in raw.items()}
+
+
+def _number_map(
+    reader: _Reader, name: str, expected: str, *, integer: bool
+) -> dict[str, float | int]:
+    raw = reader.json_map(name, expected)
+    out: dict[str, float | int] = {}
+    for key, value in raw.items():
+        ok = isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+        if integer:
+            ok = ok and isinstance(value, int)
+        if not ok:
+            raise ConfigError(name, expected, reader.text(name))
+        out[key] = value  # type: ignore[assignment]
+    return out
+
+
+def default_worker_id() -> str:
+    """``worker-<host name>-<pid>``: unique per process when no HOSTNAME is given."""
+    return f"worker-{socket.gethostname()}-{os.getpid()}"
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Read :class:`Settings` from ``env`` (default ``os.environ``).
+
+    Raises :class:`ConfigError` (one line naming the variable) on a malformed value.
+    """
+    env = os.environ if env is None else env
+    r = _Reader(env)
+
+    worker_id = r.text("JOBS_WORKER_ID") or r.text("HOSTNAME") or default_worker_id()
+    if len(worker_id) < 4:
+        name = "JOBS_WORKER_ID" if r.text("JOBS_WORKER_ID") else "HOSTNAME"
+        raise ConfigError(name, "a worker id of at least 4 characters", worker_id)
+
+    supported = tuple(t.strip() for t in (r.text("JOBS_SUPPORTED") or "").split(",") if t.strip())
+    gateway_map = _string_map(
+        r, "INTERNAL_GATEWAY_DEVELOPMENT_MAP", 'a JSON object {"task": "URL"}'
+    )
+    inprocess = _string_map(r, "JOBS_INPROCESS", 'a JSON object {"task": "module:attr"}')
+    for target in inprocess.values():
+        if not _MODULE_ATTR.match(target):
+            raise ConfigError("JOBS_INPROCESS", 'a JSON object {"task": "module:attr"}', target)
+
+    template = r.text("JOBS_GATEWAY_URL_TEMPLATE")
+    if template is not None and "{task}" not in template:
+        raise ConfigError("JOBS_GATEWAY_URL_TEMPLATE", "a URL containing {task}", template)
+    gateway_url = (
+        r.text("INTERNAL_GATEWAY_URL") or r.text("KNATIVE_SERVICE_URL") or "http://gateway:8080"
+    )
+
+    concurrency = r.integer("JOBS_CONCURRENCY", 10, maximum=10_000)
+    task_concurrency = {
+        k: int(v)
+        for k, v in _number_map(
+            r, "JOBS_TASK_CONCURRENCY", 'a JSON object {"task": positive integer}', integer=True
+        ).items()
+    }
+    task_timeouts = {
+        k: float(v)
+        for k, v in _number_map(
+            r, "JOBS_TASK_TIMEOUT", 'a JSON object {"task": seconds > 0}', integer=False
+        ).items()
+    }
+
+    heartbeat = r.seconds("JOBS_HEARTBEAT_INTERVAL", 10.0, minimum=0.05)
+    dead_after = r.seconds("JOBS_DEAD_WORKER_AFTER", 45.0, minimum=0.1)
+    if dead_after < 2 * heartbeat:
+        raise ConfigError(
+            "JOBS_DEAD_WORKER_AFTER",
+            f"at least twice JOBS_HEARTBEAT_INTERVAL ({2 * heartbeat:g} s)",
+            r.text("JOBS_DEAD_WORKER_AFTER") or f"{dead_after:g}",
+        )
+
+    port = r.integer("INTERNAL_JOBS_CALLBACK_PORT", 12345, minimum=0, maximum=65535)
+    callback_host = r.text("JOBS_CALLBACK_HOST") or "jobs-callback"
+    callback_url = r.text("INTERNAL_JOBS_CALLBACK_URL") or f"http://{callback_host}:{port}/callback"
+    metrics_raw = r.text("JOBS_METRICS_PORT")
+    metrics_port = (
+        None if metrics_raw is None else r.integer("JOBS_METRICS_PORT", 0, minimum=0, maximum=65535)
+    )
+    cron_tz = r.text("JOBS_CRON_TZ") or "UTC"
+    try:
+        zoneinfo.ZoneInfo(cron_tz)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ConfigError("JOBS_CRON_TZ", "an IANA time zone, e.g. Europe/Paris", cron_tz) from None
+    log_level = (r.text("JOBS_LOG_LEVEL") or "INFO").upper()
+    if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+        raise ConfigError("JOBS_LOG_LEVEL", "one of DEBUG, INFO, WARNING, ERROR", log_level)
+
+    settings = Settings(
+        conninfo=r.text("DATABASE_URL") or "",
+        schema=r.text("JOBS_SCHEMA") or "app_jobs",
+        worker_id=worker_id,
+        support_any=r.boolean("JOBS_SUPPORT_ANY", True),
+        supported=supported,
+        gateway_map=gateway_map,
+        gateway_template=template,
+        gateway_url=gateway_url,
+        inprocess=inprocess,
+        concurrency=concurrency,
+        task_concurrency=task_concurrency,
+        claim_batch=r.integer("JOBS_CLAIM_BATCH", 100, maximum=10_000),
+        prefetch=None
+        if (r.text("JOBS_PREFETCH") or "auto").lower() == "auto"
+        else r.integer("JOBS_PREFETCH", 0, minimum=0, maximum=100_000),
+        poll_interval=r.seconds("JOBS_POLL_INTERVAL", 1.0, minimum=0.01),
+        request_timeout=r.seconds("JOBS_REQUEST_TIMEOUT", 300.0, minimum=0.001),
+        task_timeouts=task_timeouts,
+        callback_deadline=r.seconds("JOBS_CALLBACK_DEADLINE", 900.0, minimum=0.001),
+        job_expiry=r.seconds("JOBS_JOB_EXPIRY", 14400.0, minimum=1.0),
+        heartbeat_interval=heartbeat,
+        dead_worker_after=dead_after,
+        shutdown_grace=r.seconds("JOBS_SHUTDOWN_GRACE", 25.0),
+        settle_batch=r.integer("JOBS_SETTLE_BATCH", 200, maximum=10_000),
+        settle_delay=r.seconds("JOBS_SETTLE_DELAY_MS", 1.0) / 1000.0,
+        signing_secret=r.text("JOBS_SIGNING_SECRET"),
+        callback_port=port,
+        callback_bind=r.text("JOBS_CALLBACK_BIND") or "0.0.0.0",
+        callback_url=callback_url,
+        worker_enabled=r.boolean("JOBS_WORKER_ENABLED", True),
+        callback_server_enabled=r.boolean("JOBS_CALLBACK_SERVER_ENABLED", True),
+        scheduler_enabled=r.boolean("JOBS_SCHEDULER_ENABLED", True),
+        cron_tz=cron_tz,
+        scheduler_poll_interval=r.seconds("JOBS_SCHEDULER_POLL_INTERVAL", 1.0, minimum=0.01),
+        metrics_port=metrics_port,
+        metrics_interval=r.seconds("JOBS_METRICS_INTERVAL", 15.0, minimum=0.05),
+        db_pool_size=r.integer("JOBS_DB_POOL_SIZE", 6, minimum=2, maximum=1000),
+        log_level=log_level,
+    )
+    if settings.worker_enabled and not settings.support_any and not settings.supported:
+        raise ConfigError(
+            "JOBS_SUPPORTED",
+            "a comma-separated list of task identifiers when JOBS_SUPPORT_ANY is false",
+        )
+    return settings

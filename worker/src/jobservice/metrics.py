@@ -1,0 +1,120 @@
+"""Prometheus metrics of the job service (one registry per service, served at ``/metrics``).
+
+Counters by task: ``jobs_claimed_total``, ``jobs_completed_total``, ``jobs_failed_total``
+(failed for good), ``jobs_retried_total`` (failed attempts that will run again),
+``jobs_awaiting_callback_total``; histogram ``jobs_duration_seconds`` (dispatch → reply);
+gauges by task refreshed by a periodic query: ``jobs_queue_depth`` (runnable, waiting),
+``jobs_running``, ``jobs_queue_lag_seconds`` (age of the oldest runnable job).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from psycopg_pool import AsyncConnectionPool
+
+from jobservice.aio import wait_event
+from jobservice.logs import event
+from jobservice.queries import Queries
+
+log = logging.getLogger("jobservice.metrics")
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+
+
+class _ByTask:
+    """A labelled metric whose children are cached per task (labels() is not free)."""
+
+    __slots__ = ("children", "metric")
+
+    def __init__(self, metric: Any) -> None:
+        self.metric = metric
+        self.children: dict[str, Any] = {}
+
+    def __call__(self, task: str) -> Any:
+        child = self.children.get(task)
+        if child is None:
+            child = self.children[task] = self.metric.labels(task=task)
+        return child
+
+
+class Metrics:
+    """The service's metrics."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.claimed = _ByTask(Counter("jobs_claimed", "Jobs claimed", ["task"], registry=r))
+        self.completed = _ByTask(Counter("jobs_completed", "Jobs completed", ["task"], registry=r))
+        self.failed = _ByTask(Counter("jobs_failed", "Jobs failed for good", ["task"], registry=r))
+        self.retried = _ByTask(
+            Counter("jobs_retried", "Failed attempts that will be retried", ["task"], registry=r)
+        )
+        self.awaiting = _ByTask(
+            Counter("jobs_awaiting_callback", "Jobs answered 202", ["task"], registry=r)
+        )
+        self.duration = _ByTask(
+            Histogram(
+                "jobs_duration_seconds",
+                "Dispatch to reply",
+                ["task"],
+                buckets=_BUCKETS,
+                registry=r,
+            )
+        )
+        self.depth = Gauge("jobs_queue_depth", "Runnable jobs waiting", ["task"], registry=r)
+        self.running = Gauge("jobs_running", "Locked (running) jobs", ["task"], registry=r)
+        self.lag = Gauge(
+            "jobs_queue_lag_seconds", "Age of the oldest runnable job", ["task"], registry=r
+        )
+        self.notifications_ok = Gauge(
+            "jobs_notifications_ok", "1 while LISTEN/NOTIFY wake-ups arrive", registry=r
+        )
+        self.notifications_ok.set(1)
+        self._seen_tasks: set[str] = set()
+
+    def render(self) -> bytes:
+        """The text exposition of every metric."""
+        return generate_latest(self.registry)
+
+    def set_queue(self, rows: list[tuple[str, int, int, float]]) -> None:
+        """Update the queue gauges from ``queue_stats`` rows; tasks gone are reset to 0."""
+        seen = set()
+        for task, queued, running, lag in rows:
+            seen.add(task)
+            self.depth.labels(task=task).set(queued)
+            self.running.labels(task=task).set(running)
+            self.lag.labels(task=task).set(lag)
+        for task in self._seen_tasks - seen:
+            self.depth.labels(task=task).set(0)
+            self.running.labels(task=task).set(0)
+            self.lag.labels(task=task).set(0)
+        self._seen_tasks |= seen
+
+    async def poll_queue(
+        self,
+        pool: AsyncConnectionPool[Any],
+        queries: Queries,
+        interval: float,
+        stop: asyncio.Event,
+    ) -> None:
+        """Refresh the queue gauges every ``interval`` seconds until ``stop``."""
+        while not stop.is_set():
+            try:
+                async with pool.connection() as conn:
+                    cur = await conn.execute(queries.queue_stats)
+                    self.set_queue(await cur.fetchall())
+            except Exception as exc:
+                event(log, logging.WARNING, "metrics_query_failed", str(exc))
+            await wait_event(stop, interval)

@@ -1,0 +1,167 @@
+"""What a function's reply means for its job (pure; contract section 2's table).
+
+| reply | outcome |
+|---|---|
+| ``X-Job-Error: true`` (any case) | failed attempt; message = body ``error``/``message``/text |
+| status ≥ 400 | failed attempt; message = the function's own message plus the status |
+| 202 | the function calls back; the job waits for it until the callback deadline |
+| other 2xx | completed; a JSON body is the job's result |
+| other statuses (1xx, 3xx) | failed attempt naming the unexpected status |
+| timeout / connection error | failed attempt naming the cause |
+
+A failed attempt is retried with backoff unless the function marks it permanent
+(``X-Job-Retry: false`` or body ``"retry": false``), which fails the job for good at once.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import Enum
+from http import HTTPStatus
+
+MAX_MESSAGE = 4000
+"""Longest error message kept (longer ones are cut, with an ellipsis)."""
+
+
+class Kind(Enum):
+    """The four ways a dispatch can end."""
+
+    COMPLETED = "completed"
+    RETRY = "retry"
+    FAILED = "failed"
+    CALLBACK = "callback"
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The verdict on one attempt.
+
+    ``result`` is JSON text (``COMPLETED`` only); ``message`` the error (``RETRY``/``FAILED``).
+    """
+
+    kind: Kind
+    result: str | None = None
+    message: str | None = None
+
+    @property
+    def retryable(self) -> bool:
+        """False when the failure is permanent."""
+        return self.kind is not Kind.FAILED
+
+
+COMPLETED_EMPTY = Outcome(Kind.COMPLETED)
+AWAIT_CALLBACK = Outcome(Kind.CALLBACK)
+_FAST_OK = frozenset({b'{"complete":true}', b'{"complete": true}'})
+
+
+def completed(result: str | None = None) -> Outcome:
+    """A completed job with ``result`` (JSON text) or none."""
+    return Outcome(Kind.COMPLETED, result=result) if result is not None else COMPLETED_EMPTY
+
+
+def failure(message: str, *, permanent: bool = False) -> Outcome:
+    """A failed attempt (``permanent``: fail the job for good)."""
+    return Outcome(Kind.FAILED if permanent else Kind.RETRY, message=_cut(message))
+
+
+def _cut(message: str) -> str:
+    message = message.replace("\x00", "").strip() or "unknown error"
+    return message if len(message) <= MAX_MESSAGE else message[: MAX_MESSAGE - 1] + "…"
+
+
+def _is_false(value: object) -> bool:
+    if value is False:
+        return True
+    return isinstance(value, str) and value.strip().lower() in {"false", "0", "no"}
+
+
+def _text(value: object) -> str | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and isinstance(value.get("message"), str):
+        return str(value["message"])
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _error_message(document: object, body: bytes) -> str | None:
+    """The function's own message: body ``error``, else ``message``, else its text."""
+    if isinstance(document, dict):
+        for key in ("error", "message", "detail"):
+            text = _text(document.get(key))
+            if text is not None:
+                return text
+    text = body.decode("utf-8", "replace").strip()
+    return text or None
+
+
+def _status_text(status: int) -> str:
+    try:
+        return f"HTTP {status} {HTTPStatus(status).phrase}"
+    except ValueError:
+        return f"HTTP {status}"
+
+
+def interpret(
+    status: int, headers: Mapping[str, str], body: bytes, *, content_type: str | None = None
+) -> Outcome:
+    """The outcome of a reply ``status``/``headers``/``body``.
+
+    ``headers`` is looked up with lower-case names (a case-insensitive mapping works too).
+
+    ``content_type`` overrides ``headers["content-type"]``; a body is read as JSON when it is
+    declared JSON or looks like a JSON object/array.
+    """
+    job_error = headers.get("x-job-error", "").strip().lower() == "true"
+    if 200 <= status < 300 and not job_error:
+        if status == 202:
+            return AWAIT_CALLBACK
+        if not body or body in _FAST_OK:
+            return completed(body.decode() if body else None)
+        document, ok = _json(body, content_type or headers.get("content-type"))
+        return completed(body.decode("utf-8") if ok else None)
+
+    document, _ = _json(body, content_type or headers.get("content-type"))
+    permanent = _is_false(headers.get("x-job-retry")) or (
+        isinstance(document, dict) and _is_false(document.get("retry"))
+    )
+    own = _error_message(document, body)
+    if status >= 400:
+        message = f"{_status_text(status)}: {own}" if own else _status_text(status)
+    elif job_error:
+        message = own or "the function reported an error (X-Job-Error) without a message"
+    else:
+        message = f"unexpected reply {_status_text(status)}" + (f": {own}" if own else "")
+    return failure(message, permanent=permanent)
+
+
+def _json(body: bytes, content_type: str | None) -> tuple[object, bool]:
+    """``(document, True)`` when ``body`` is JSON, else ``(None, False)``."""
+    if not body:
+        return None, False
+    declared = content_type is not None and "json" in content_type.lower()
+    if not declared and body.lstrip()[:1] not in (b"{", b"["):
+        return None, False
+    try:
+        return json.loads(body, parse_constant=_not_json), True
+    except ValueError:
+        return None, False
+
+
+def _not_json(name: str) -> object:
+    """NaN and Infinity are not JSON (PostgreSQL refuses them): the body is not a result."""
+    raise ValueError(f"{name} is not JSON")
+
+
+def timed_out(url: str, seconds: float) -> Outcome:
+    """A request that got no reply within ``seconds``."""
+    return failure(f"timed out after {seconds:g} s waiting for {url}")
+
+
+def connection_error(url: str, exc: BaseException) -> Outcome:
+    """A request that failed before a reply (refused, reset, DNS, ...)."""
+    detail = str(exc) or type(exc).__name__
+    return failure(f"request to {url} failed: {type(exc).__name__}: {detail}")

@@ -1,0 +1,175 @@
+"""The job service: worker, callback server, scheduler and metrics in one process.
+
+Each part can be switched off (``JOBS_WORKER_ENABLED``, ``JOBS_CALLBACK_SERVER_ENABLED``,
+``JOBS_SCHEDULER_ENABLED``). They share one PostgreSQL connection pool; the worker also keeps
+one dedicated LISTEN connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+from psycopg_pool import AsyncConnectionPool
+
+from jobservice import inprocess
+from jobservice.callbacks import CallbackServer
+from jobservice.config import Settings
+from jobservice.dispatch import Asgi
+from jobservice.logs import event
+from jobservice.metrics import CONTENT_TYPE, Metrics
+from jobservice.queries import queries_for
+from jobservice.routing import Router
+from jobservice.worker import Worker
+
+log = logging.getLogger("jobservice.service")
+
+
+def make_pool(settings: Settings) -> AsyncConnectionPool[Any]:
+    """The service's (unopened) connection pool: autocommit connections."""
+    return AsyncConnectionPool(
+        settings.conninfo,
+        min_size=1,
+        max_size=settings.db_pool_size,
+        kwargs={"autocommit": True},
+        open=False,
+        timeout=10.0,
+        name="jobs",
+    )
+
+
+def make_router(settings: Settings, apps: dict[str, tuple[str, Asgi]]) -> Router:
+    """The task router of ``settings`` with the in-process ``apps``."""
+    return Router(
+        gateway_map=settings.gateway_map,
+        template=settings.gateway_template,
+        base_url=settings.gateway_url,
+        inprocess=apps,
+        support_any=settings.support_any,
+        supported=settings.supported,
+    )
+
+
+class Service:
+    """Runs the enabled parts until ``stop`` is set (see :meth:`run`)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        apps: dict[str, tuple[str, Asgi]] | None = None,
+        announce: Callable[[str], None] = print,
+    ) -> None:
+        self.settings = settings
+        self.announce = announce
+        self.metrics = Metrics()
+        self.pool = make_pool(settings)
+        self.apps = apps if apps is not None else inprocess.load_all(settings.inprocess)
+        self.callback_server: CallbackServer | None = None
+        self.worker: Worker | None = None
+        self.callback_port: int | None = None
+        self.metrics_port: int | None = None
+        self.started = asyncio.Event()
+        """Set once every enabled part listens/runs."""
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Start the enabled parts, wait for ``stop``, shut everything down cleanly."""
+        s = self.settings
+        queries = queries_for(s.schema)
+        await self.pool.open(wait=False)
+        lifespans = [inprocess.Lifespan(app) for _, app in self.apps.values()]
+        metrics_runner: web.AppRunner | None = None
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            for lifespan in lifespans:
+                await lifespan.startup()
+            if s.callback_server_enabled:
+                self.callback_server = CallbackServer(
+                    self.pool, queries, signing_secret=s.signing_secret, metrics=self.metrics
+                )
+                self.callback_port = await self.callback_server.start(
+                    s.callback_bind, s.callback_port
+                )
+                self.announce(
+                    f"callback server listening on http://{s.callback_bind}:{self.callback_port}"
+                    " (POST /callback, GET /health/liveness, /health/readiness, /metrics)"
+                )
+            if s.metrics_port is not None:
+                metrics_runner, self.metrics_port = await self._serve_metrics(s.metrics_port)
+                self.announce(f"metrics on http://{s.callback_bind}:{self.metrics_port}/metrics")
+            tasks.append(
+                asyncio.create_task(
+                    self.metrics.poll_queue(self.pool, queries, s.metrics_interval, stop)
+                )
+            )
+            if s.worker_enabled:
+                self.worker = Worker(s, self.pool, make_router(s, self.apps), metrics=self.metrics)
+                tasks.append(asyncio.create_task(self.worker.run(stop)))
+                where = ", ".join(f"{t} in process" for t in self.apps) or "none in process"
+                self.announce(
+                    f"worker {s.worker_id}: concurrency {s.concurrency}, tasks "
+                    f"{'any' if s.support_any else ','.join(s.supported)}, functions at "
+                    f"{s.gateway_template or s.gateway_url} ({where}); "
+                    f"callbacks to {s.callback_url}"
+                )
+            if s.scheduler_enabled:
+                scheduler = self._scheduler()
+                if scheduler is not None:
+                    tasks.append(asyncio.create_task(self._run_scheduler(scheduler, stop)))
+                    self.announce(f"scheduler {s.worker_id}: default time zone {s.cron_tz}")
+            self.started.set()
+            await stop.wait()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if self.callback_server is not None:
+                await self.callback_server.stop()
+            if metrics_runner is not None:
+                await metrics_runner.cleanup()
+            for lifespan in lifespans:
+                await lifespan.shutdown()
+            await self.pool.close()
+
+    def _scheduler(self) -> Any:
+        try:
+            from jobservice.scheduler import Scheduler
+        except ImportError as exc:  # pragma: no cover - shipped together
+            event(log, logging.WARNING, "scheduler_unavailable", f"no scheduler: {exc}")
+            return None
+        s = self.settings
+        return Scheduler(
+            self.pool,
+            schema=s.schema,
+            scheduler_id=s.worker_id,
+            default_tz=s.cron_tz,
+            poll_interval=s.scheduler_poll_interval,
+            task_identifiers=None if s.support_any else list(s.supported),
+        )
+
+    async def _run_scheduler(self, scheduler: Any, stop: asyncio.Event) -> None:
+        """Run the scheduler; if it crashes, log and restart it (the service keeps running)."""
+        while not stop.is_set():
+            try:
+                await scheduler.run(stop)
+                return
+            except Exception as exc:
+                event(log, logging.ERROR, "scheduler_crashed", f"scheduler failed: {exc!r}")
+                await asyncio.sleep(1.0)
+
+    async def _serve_metrics(self, port: int) -> tuple[web.AppRunner, int]:
+        async def handler(request: web.Request) -> web.Response:
+            return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+
+        app = web.Application()
+        app.router.add_get("/metrics", handler)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        sock = socket.create_server((self.settings.callback_bind, port))
+        await web.SockSite(runner, sock).start()
+        return runner, int(sock.getsockname()[1])

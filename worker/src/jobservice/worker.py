@@ -1,0 +1,631 @@
+"""The worker: claim jobs in batches, run them concurrently, settle their outcomes in batches.
+
+- Wakes on ``LISTEN "jobs:insert"`` (:mod:`jobservice.listener`) and polls every
+  ``poll_interval`` seconds as a fallback.
+- Claims up to its free slots plus a prefetch buffer (jobs claimed ahead, started the moment a
+  slot frees; refilled when half empty; by default sized so that the buffer covers two claim
+  round trips of work at the measured job duration: large for fast jobs, 1 for slow ones), at
+  most ``claim_batch`` per ``claim_jobs`` statement; runs
+  them under the global ``concurrency`` and the per-task limits. A task at its limit is left
+  out of the next claims; jobs of it that one claim returned beyond the limit wait in memory
+  (without holding a global slot) until that task has room.
+- Outcomes are gathered for ``settle_delay`` (or until ``settle_batch`` are pending) and written
+  with one ``complete_jobs`` and one ``fail_jobs`` statement; 202 replies get ``await_callback``
+  with the callback deadline. A write that fails is retried (with backoff) until it succeeds.
+- Database errors never stop it: every statement is retried with backoff; when a claim's reply
+  was lost, the jobs that the database locked for this worker are found and run
+  (``adopt_jobs``), so nothing stays locked by a live worker without running.
+- :meth:`Worker.run` returns after ``stop`` is set: it stops claiming, lets in-flight jobs finish
+  for at most ``shutdown_grace`` seconds, writes their outcomes and releases the rest
+  (``unregister_worker``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+
+from jobservice.aio import wait_event
+from jobservice.config import Settings
+from jobservice.dispatch import Dispatcher
+from jobservice.job import Job
+from jobservice.listener import Listener
+from jobservice.liveness import Liveness
+from jobservice.logs import event
+from jobservice.metrics import Metrics
+from jobservice.outcome import Kind, Outcome, failure
+from jobservice.queries import Queries, queries_for
+from jobservice.routing import HttpRoute, Router
+
+log = logging.getLogger("jobservice.worker")
+
+T = TypeVar("T")
+DB_ERRORS = (psycopg.Error, OSError)
+CONNECTION_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError, OSError)
+
+
+class Worker:
+    """One worker process's job loop (see the module docstring)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        pool: AsyncConnectionPool[Any],
+        router: Router,
+        *,
+        metrics: Metrics | None = None,
+        dispatcher: Dispatcher | None = None,
+    ) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.router = router
+        self.metrics = metrics or Metrics()
+        self.queries: Queries = queries_for(settings.schema)
+        self.worker_id = settings.worker_id
+        self.dispatcher = dispatcher or Dispatcher(
+            worker_id=settings.worker_id,
+            callback_url=settings.callback_url,
+            concurrency=settings.concurrency,
+            timeout_for=settings.timeout_for,
+            signing_secret=settings.signing_secret,
+        )
+        self.listener = Listener(
+            settings.conninfo,
+            self.queries,
+            worker_id=settings.worker_id,
+            on_wake=self.wake,
+            send_probe=self._send_probe,
+            poll_interval=settings.poll_interval,
+            on_health=lambda ok: self.metrics.notifications_ok.set(1 if ok else 0),
+        )
+        self.liveness = Liveness(
+            pool,
+            self.queries,
+            worker_id=settings.worker_id,
+            heartbeat_interval=settings.heartbeat_interval,
+            dead_after=settings.dead_worker_after,
+            info={"concurrency": settings.concurrency},
+            metrics=self.metrics,
+        )
+        self.ready = asyncio.Event()
+        """Set once the worker has registered and started claiming."""
+
+        self._limits = dict(settings.task_concurrency)
+        self._task_running: dict[str, int] = {}
+        self._waiting: dict[str, deque[Job]] = {}
+        self._running = 0
+        self._n_waiting = 0
+        self._ready: deque[Job] = deque()
+        self._job_seconds: float | None = None
+        self._claim_seconds: float | None = None
+        self._runnable_tasks: list[str] = []
+        self._runnable_at = -1e9
+        self._known: set[int] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
+        self._slot_freed = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._stopping = False
+        self._adopt = False
+
+        self._done_ids: list[int] = []
+        self._done_results: list[str | None] = []
+        self._fail_ids: list[int] = []
+        self._fail_messages: list[str | None] = []
+        self._fail_retryable: list[bool] = []
+        self._fail_tasks: list[str] = []
+        self._done_tasks: list[str] = []
+        self._callback_jobs: list[Job] = []
+        self._settle = asyncio.Event()
+        self._settled = asyncio.Event()
+        self._flushing = False
+
+    # -- public --------------------------------------------------------------------------
+
+    def wake(self) -> None:
+        """Look for jobs now (called on notifications)."""
+        self._wake.set()
+
+    @property
+    def in_flight(self) -> int:
+        """Jobs claimed by this worker and not finished yet."""
+        return self._running + self._n_waiting + len(self._ready)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Work until ``stop`` is set, then shut down cleanly (see the module docstring)."""
+        await self.dispatcher.start()
+        try:
+            if not await self._register(stop):
+                return
+            listener = asyncio.create_task(self.listener.run(), name="jobs-listener")
+            liveness_stop = asyncio.Event()
+            liveness = asyncio.create_task(self.liveness.run(liveness_stop), name="jobs-liveness")
+            flusher = asyncio.create_task(self._flusher(), name="jobs-flusher")
+            claimer = asyncio.create_task(self._claim_loop(), name="jobs-claimer")
+            event(
+                log,
+                logging.INFO,
+                "worker_started",
+                f"worker {self.worker_id} looking for jobs",
+                worker_id=self.worker_id,
+                concurrency=self.settings.concurrency,
+                tasks=self.router.task_filter,
+            )
+            self.ready.set()
+            await stop.wait()
+            await self._shutdown(claimer, flusher, listener, liveness, liveness_stop)
+        finally:
+            await self.dispatcher.close()
+
+    # -- start and stop --------------------------------------------------------------------
+
+    async def _register(self, stop: asyncio.Event) -> bool:
+        """Release what a previous process with this id held, then heartbeat; retry.
+
+        ``unregister_worker`` (not ``release_jobs``) so that jobs awaiting a callback stay
+        locked: their callbacks, which name this worker id, still settle them.
+        """
+        backoff = 0.05
+        while not stop.is_set():
+            try:
+                async with self.pool.connection() as conn:
+                    await conn.execute(
+                        self.queries.unregister_worker, {"worker_id": self.worker_id}
+                    )
+                await self.liveness.heartbeat()
+                return True
+            except DB_ERRORS as exc:
+                event(log, logging.WARNING, "db_unavailable", f"database not reachable: {exc}")
+                if await wait_event(stop, backoff):
+                    break
+                backoff = min(backoff * 2, 5.0)
+        return False
+
+    async def _shutdown(
+        self,
+        claimer: asyncio.Task[None],
+        flusher: asyncio.Task[None],
+        listener: asyncio.Task[None],
+        liveness: asyncio.Task[None],
+        liveness_stop: asyncio.Event,
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.shutdown_grace
+        self._stopping = True
+        self._wake.set()
+        self._slot_freed.set()
+        await claimer
+        listener.cancel()
+        # Jobs waiting for a per-task slot never started: they are released below.
+        for queue in self._waiting.values():
+            while queue:
+                self._known.discard(queue.popleft().id)
+        self._n_waiting = 0
+        while self._ready:
+            self._known.discard(self._ready.popleft().id)
+        if self._running == 0:
+            self._idle.set()
+        event(
+            log,
+            logging.INFO,
+            "worker_stopping",
+            f"stopping: waiting for {self._running} job(s)",
+            worker_id=self.worker_id,
+            in_flight=self._running,
+        )
+        try:
+            await asyncio.wait_for(self._idle.wait(), max(0.0, deadline - loop.time()))
+        except TimeoutError:
+            event(
+                log,
+                logging.WARNING,
+                "shutdown_grace_exceeded",
+                f"{self._running} job(s) still running; they are released",
+                worker_id=self.worker_id,
+            )
+        # Write what is known, for at most the rest of the grace (or 5 s).
+        try:
+            await asyncio.wait_for(self._drain_settlements(), max(5.0, deadline - loop.time()))
+        except TimeoutError:
+            event(log, logging.ERROR, "outcomes_unwritten", "could not write every outcome")
+        flusher.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, flusher, listener, return_exceptions=True)
+        liveness_stop.set()
+        await liveness
+        try:
+            await asyncio.wait_for(self._execute(self.queries.unregister_worker, {}), 5.0)
+        except (TimeoutError, *DB_ERRORS) as exc:
+            event(log, logging.ERROR, "unregister_failed", f"could not release jobs: {exc}")
+        event(log, logging.INFO, "worker_stopped", "worker stopped", worker_id=self.worker_id)
+
+    # -- claiming ----------------------------------------------------------------------------
+
+    def _prefetch(self) -> int:
+        """Jobs to hold ahead of free slots: ``JOBS_PREFETCH``, or enough to keep every slot
+        busy for two claim round trips (measured), between 1 and two claim batches."""
+        fixed = self.settings.prefetch
+        if fixed is not None:
+            return fixed
+        concurrency = self.settings.concurrency
+        if self._job_seconds is None or self._claim_seconds is None:
+            return concurrency
+        want = 2.0 * concurrency * self._claim_seconds / max(self._job_seconds, 1e-6)
+        return max(1, min(2 * self.settings.claim_batch, math.ceil(want)))
+
+    def _room(self, prefetch: int) -> int:
+        """How many more jobs this worker may hold (running, waiting or prefetched)."""
+        held = self._running + self._n_waiting + len(self._ready)
+        return self.settings.concurrency + prefetch - held
+
+    async def _claim_loop(self) -> None:
+        batch = self.settings.claim_batch
+        poll = self.settings.poll_interval
+        backoff = 0.05
+        while not self._stopping:
+            # Refill the prefetch buffer when half empty (fewer, larger claims).
+            prefetch = self._prefetch()
+            threshold = max(1, prefetch // 2)
+            room = self._room(prefetch)
+            if room <= 0 or (room < threshold and self._running + len(self._ready) > 0):
+                self._slot_freed.clear()
+                await self._slot_freed.wait()
+                # Let the other jobs finishing in this loop iteration free their slots too.
+                await asyncio.sleep(0)
+                continue
+            self._wake.clear()
+            want = min(room, batch)
+            try:
+                if self._adopt:
+                    await self._adopt_lost()
+                jobs = await self._claim(want)
+                backoff = 0.05
+            except DB_ERRORS as exc:
+                self._adopt = True
+                event(log, logging.WARNING, "claim_failed", f"claim failed: {exc}")
+                await self._sleep_unless_stopping(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            except Exception:  # a bug must not stop the worker from claiming
+                log.exception("claim loop error", extra={"action": "claim_error"})
+                await self._sleep_unless_stopping(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            if len(jobs) < want and not self._stopping:
+                await wait_event(self._wake, poll)
+
+    async def _task_filter(self, conn: psycopg.AsyncConnection[Any]) -> list[str] | None:
+        """The claim's task list: the supported tasks minus those at their per-task limit.
+
+        With ``JOBS_SUPPORT_ANY`` and a saturated task, the tasks that have runnable jobs are
+        read (at most once per poll interval) so the saturated one can be left out.
+        """
+        base = self.router.task_filter
+        saturated = [t for t, n in self._limits.items() if self._task_running.get(t, 0) >= n]
+        if not saturated:
+            return base
+        if base is None:
+            now = time.monotonic()
+            if now - self._runnable_at > self.settings.poll_interval:
+                cur = await conn.execute(self.queries.runnable_tasks)
+                self._runnable_tasks = [row[0] for row in await cur.fetchall()]
+                self._runnable_at = now
+            base = self._runnable_tasks
+        return [t for t in base if t not in saturated]
+
+    async def _claim(self, limit: int) -> list[Job]:
+        started = time.perf_counter()
+        async with self.pool.connection() as conn:
+            tasks = await self._task_filter(conn)
+            if tasks is not None and not tasks:
+                return []
+            cur = await conn.execute(
+                self.queries.claim_jobs,
+                {
+                    "worker_id": self.worker_id,
+                    "tasks": tasks,
+                    "job_expiry": self.settings.job_expiry,
+                    "max_jobs": limit,
+                },
+            )
+            rows = await cur.fetchall()
+        elapsed = time.perf_counter() - started
+        previous = self._claim_seconds
+        self._claim_seconds = elapsed if previous is None else 0.8 * previous + 0.2 * elapsed
+        jobs = [Job.from_row(row) for row in rows]
+        self._accept(jobs)
+        return jobs
+
+    async def _adopt_lost(self) -> None:
+        """Run the jobs locked for this worker by a claim whose reply never arrived."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                self.queries.adopt_jobs, {"worker_id": self.worker_id, "known": list(self._known)}
+            )
+            rows = await cur.fetchall()
+        self._adopt = False
+        jobs = [Job.from_row(row) for row in rows]
+        if jobs:
+            event(
+                log,
+                logging.WARNING,
+                "jobs_adopted",
+                f"{len(jobs)} job(s) claimed by a lost reply are run now",
+                job_ids=[job.id for job in jobs],
+            )
+        self._accept(jobs)
+
+    def _accept(self, jobs: list[Job]) -> None:
+        if not jobs:
+            return
+        self._idle.clear()
+        concurrency = self.settings.concurrency
+        ready = self._ready
+        per_task: dict[str, int] = {}
+        for job in jobs:
+            self._known.add(job.id)
+            per_task[job.task] = per_task.get(job.task, 0) + 1
+            if self._running < concurrency and not ready:
+                self._start(job)
+            else:
+                ready.append(job)
+
+        for task, n in per_task.items():
+            self.metrics.claimed(task).inc(n)
+
+    def _start(self, job: Job) -> None:
+        limit = self._limits.get(job.task)
+        if limit is not None:
+            running = self._task_running.get(job.task, 0)
+            if running >= limit:
+                self._waiting.setdefault(job.task, deque()).append(job)
+                self._n_waiting += 1
+                return
+            self._task_running[job.task] = running + 1
+        self._running += 1
+        task = asyncio.create_task(self._run(job))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- running ------------------------------------------------------------------------------
+
+    async def _run(self, job: Job) -> None:
+        started = time.perf_counter()
+        finish = partial(self._finish, job, started)
+        try:
+            route = self.router.route(job.task)
+            if type(route) is HttpRoute:
+                finish(await self.dispatcher.http(job, route.url))
+            else:
+                assert not isinstance(route, HttpRoute)
+                await self.dispatcher.asgi(job, route.target, route.app, finish)
+        except Exception as exc:
+            finish(failure(f"worker error while running the job: {type(exc).__name__}: {exc}"))
+
+    def _finish(self, job: Job, started: float, outcome: Outcome) -> None:
+        if job.finished or job.id not in self._known:
+            return
+        job.finished = True
+        elapsed = time.perf_counter() - started
+        self.metrics.duration(job.task).observe(elapsed)
+        previous = self._job_seconds
+        self._job_seconds = elapsed if previous is None else 0.95 * previous + 0.05 * elapsed
+        kind = outcome.kind
+        if kind is Kind.COMPLETED:
+            self._done_ids.append(job.id)
+            self._done_results.append(outcome.result)
+            self._done_tasks.append(job.task)
+            if log.isEnabledFor(logging.DEBUG):
+                event(
+                    log, logging.DEBUG, "job_completed", "completed", job_id=job.id, task=job.task
+                )
+        elif kind is Kind.CALLBACK:
+            self._callback_jobs.append(job)
+        else:
+            self._fail_ids.append(job.id)
+            self._fail_messages.append(outcome.message)
+            self._fail_retryable.append(kind is Kind.RETRY)
+            self._fail_tasks.append(job.task)
+            event(
+                log,
+                logging.INFO,
+                "job_attempt_failed",
+                outcome.message or "failed",
+                job_id=job.id,
+                task=job.task,
+                attempt=job.attempts,
+                max_attempts=job.max_attempts,
+                retryable=kind is Kind.RETRY,
+                worker_id=self.worker_id,
+            )
+        self._release_slot(job.task)
+        self._settle.set()
+
+    def _release_slot(self, task: str) -> None:
+        limit = self._limits.get(task)
+        if limit is not None:
+            queue = self._waiting.get(task)
+            if queue and not self._stopping:
+                # The next job of this task takes the slot (global and per-task counts stay).
+                self._n_waiting -= 1
+                nxt = queue.popleft()
+                asyncio_task = asyncio.create_task(self._run(nxt))
+                self._tasks.add(asyncio_task)
+                asyncio_task.add_done_callback(self._tasks.discard)
+                return
+            running = self._task_running[task]
+            self._task_running[task] = running - 1
+            if running >= limit:
+                self._wake.set()  # the task was excluded from claims; it has room again
+        self._running -= 1
+        ready = self._ready
+        while ready and self._running < self.settings.concurrency and not self._stopping:
+            self._start(ready.popleft())
+        self._slot_freed.set()
+        if self._running == 0 and self._n_waiting == 0:
+            self._idle.set()
+
+    # -- settling -------------------------------------------------------------------------------
+
+    def _pending(self) -> int:
+        return len(self._done_ids) + len(self._fail_ids) + len(self._callback_jobs)
+
+    async def _flusher(self) -> None:
+        delay = self.settings.settle_delay
+        batch = self.settings.settle_batch
+        while True:
+            await self._settle.wait()
+            if delay > 0 and self._pending() < batch:
+                await asyncio.sleep(delay)
+            self._settle.clear()
+            self._flushing = True
+            try:
+                await self._flush_once()
+            except Exception:  # a bug must not stop outcomes from being written
+                log.exception("settling error", extra={"action": "settle_error"})
+                self._adopt = True
+            finally:
+                self._flushing = False
+            if self._pending():
+                self._settle.set()
+            else:
+                self._settled.set()
+
+    async def _flush_once(self) -> None:
+        """Write the outcomes gathered so far (at most ``settle_batch`` of each kind)."""
+        n = self.settings.settle_batch
+        done_ids, self._done_ids = self._done_ids[:n], self._done_ids[n:]
+        done_results, self._done_results = self._done_results[:n], self._done_results[n:]
+        done_tasks, self._done_tasks = self._done_tasks[:n], self._done_tasks[n:]
+        fail_ids, self._fail_ids = self._fail_ids[:n], self._fail_ids[n:]
+        fail_msgs, self._fail_messages = self._fail_messages[:n], self._fail_messages[n:]
+        fail_retry, self._fail_retryable = self._fail_retryable[:n], self._fail_retryable[n:]
+        fail_tasks, self._fail_tasks = self._fail_tasks[:n], self._fail_tasks[n:]
+        callbacks, self._callback_jobs = self._callback_jobs[:n], self._callback_jobs[n:]
+
+        if done_ids:
+            ids = _int_array(done_ids)
+            with_results = None if all(r is None for r in done_results) else done_results
+            written = await self._retrying(
+                partial(
+                    self._execute,
+                    self.queries.complete_jobs,
+                    {"job_ids": ids, "results": with_results},
+                ),
+                # A result PostgreSQL refuses (e.g. NaN in JSON) must not block the jobs.
+                fallback=partial(
+                    self._execute, self.queries.complete_jobs, {"job_ids": ids, "results": None}
+                ),
+                job_ids=done_ids,
+            )
+            if written is not None:
+                for task, count in collections.Counter(done_tasks).items():
+                    self.metrics.completed(task).inc(count)
+        if fail_ids:
+            rows = await self._retrying(
+                partial(
+                    self._execute,
+                    self.queries.fail_jobs,
+                    {"job_ids": fail_ids, "messages": fail_msgs, "retryable": fail_retry},
+                ),
+                job_ids=fail_ids,
+            )
+            outcomes = dict(rows or [])
+            for job_id, task in zip(fail_ids, fail_tasks, strict=True):
+                outcome = outcomes.get(job_id)
+                if outcome == "retry":
+                    self.metrics.retried(task).inc()
+                elif outcome == "failed":
+                    self.metrics.failed(task).inc()
+                    event(
+                        log,
+                        logging.WARNING,
+                        "job_failed",
+                        f"job {job_id} failed for good",
+                        job_id=job_id,
+                        task=task,
+                    )
+        for job in callbacks:
+            await self._retrying(
+                partial(
+                    self._execute,
+                    self.queries.await_callback,
+                    {"job_id": job.id, "deadline": self.settings.callback_deadline},
+                ),
+                job_ids=[job.id],
+            )
+            self.metrics.awaiting(job.task).inc()
+
+    async def _drain_settlements(self) -> None:
+        while self._pending() or self._flushing:
+            self._settled.clear()
+            self._settle.set()
+            await self._settled.wait()
+
+    async def _retrying(
+        self,
+        op: Callable[[], Awaitable[T]],
+        *,
+        job_ids: list[int],
+        fallback: Callable[[], Awaitable[T]] | None = None,
+    ) -> T | None:
+        """Write outcomes of ``job_ids`` with ``op`` until it succeeds.
+
+        Connection errors are retried with backoff for as long as it takes. A statement that
+        PostgreSQL refuses is tried once more as ``fallback``; if that is refused too, the jobs
+        are given up here and adopted again (run once more) on the next claim, rather than
+        staying locked by a live worker.
+        """
+        backoff = 0.05
+        try:
+            while True:
+                try:
+                    return await op()
+                except CONNECTION_ERRORS as exc:
+                    event(log, logging.WARNING, "write_failed", f"writing outcomes failed: {exc}")
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
+                except psycopg.Error as exc:
+                    if fallback is None:
+                        event(
+                            log,
+                            logging.ERROR,
+                            "write_refused",
+                            f"outcomes refused by the database, jobs will run again: {exc}",
+                            job_ids=job_ids,
+                        )
+                        self._adopt = True
+                        return None
+                    event(log, logging.WARNING, "write_refused", f"retrying without: {exc}")
+                    op, fallback = fallback, None
+        finally:
+            self._known.difference_update(job_ids)
+
+    async def _execute(self, query: Any, params: dict[str, Any]) -> list[Any]:
+        params["worker_id"] = self.worker_id
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(query, params)
+            return await cur.fetchall() if cur.description is not None else []
+
+    async def _send_probe(self, token: str) -> None:
+        await self._execute(self.queries.notify_probe, {"token": token})
+
+    async def _sleep_unless_stopping(self, seconds: float) -> None:
+        await wait_event(self._wake, seconds)
+
+
+def _int_array(values: list[int]) -> str:
+    """A PostgreSQL array literal of integers (much cheaper to send than a dumped list)."""
+    return "{" + ",".join(map(str, values)) + "}"
