@@ -8,7 +8,6 @@ migrated ``app_jobs`` schema, so tests are isolated and cheap.
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,7 +32,7 @@ def pg_admin_conninfo() -> Iterator[str]:
     if conninfo is not None:
         yield conninfo
         return
-    server = start_embedded(ROOT / ".cache" / f"pg-test-{os.getpid()}")
+    server = start_embedded(ROOT / ".cache" / "pg-test")
     try:
         yield server.conninfo
     finally:
