@@ -789,15 +789,30 @@ BEGIN
     RETURN;
   END IF;
   RETURN QUERY
-  WITH free_queues AS MATERIALIZED (
-    SELECT q.queue_name
+  WITH queue_heads AS MATERIALIZED (
+    -- free queues with a runnable job, by their first job in claim order; only as many queue
+    -- rows are locked as can be used
+    SELECT q.queue_name, h.id
       FROM app_jobs.job_queues q
+     CROSS JOIN LATERAL (
+       SELECT j.id, j.priority, j.run_at
+         FROM app_jobs.jobs j
+        WHERE j.queue_name = q.queue_name
+          AND j.locked_at IS NULL
+          AND j.run_at <= now()
+          AND j.attempts < j.max_attempts
+          AND (task_identifiers IS NULL OR j.task_identifier = ANY (task_identifiers))
+        ORDER BY j.priority, j.run_at, j.id
+        LIMIT 1
+     ) h
      WHERE q.locked_at IS NULL
         OR (q.locked_at < now() - job_expiry
             AND NOT EXISTS (SELECT 1 FROM app_jobs.workers w
                              WHERE w.worker_id = q.locked_by
                                AND w.last_seen_at > now() - job_expiry))
-       FOR UPDATE SKIP LOCKED
+     ORDER BY h.priority, h.run_at, h.id
+     LIMIT max_jobs
+       FOR UPDATE OF q SKIP LOCKED
   ),
   unqueued AS MATERIALIZED (
     SELECT j.id, j.queue_name, j.priority, j.run_at
@@ -812,20 +827,11 @@ BEGIN
        FOR UPDATE SKIP LOCKED
   ),
   queued AS MATERIALIZED (
-    SELECT h.id, h.queue_name, h.priority, h.run_at
-      FROM free_queues fq
-     CROSS JOIN LATERAL (
-       SELECT j.id, j.queue_name, j.priority, j.run_at
-         FROM app_jobs.jobs j
-        WHERE j.queue_name = fq.queue_name
-          AND j.locked_at IS NULL
-          AND j.run_at <= now()
-          AND j.attempts < j.max_attempts
-          AND (task_identifiers IS NULL OR j.task_identifier = ANY (task_identifiers))
-        ORDER BY j.priority, j.run_at, j.id
-        LIMIT 1
-          FOR UPDATE SKIP LOCKED
-     ) h
+    SELECT j.id, j.queue_name, j.priority, j.run_at
+      FROM app_jobs.jobs j
+     WHERE j.id IN (SELECT qh.id FROM queue_heads qh)
+       AND j.locked_at IS NULL
+       FOR UPDATE SKIP LOCKED
   ),
   expired AS MATERIALIZED (
     SELECT j.id, j.queue_name, j.priority, j.run_at
@@ -835,14 +841,19 @@ BEGIN
        AND j.run_at <= now()
        AND j.attempts < j.max_attempts
        AND (task_identifiers IS NULL OR j.task_identifier = ANY (task_identifiers))
-       AND (j.queue_name IS NULL
-            OR j.queue_name IN (SELECT fq.queue_name FROM free_queues fq))
        AND NOT EXISTS (SELECT 1 FROM app_jobs.workers w
                         WHERE w.worker_id = j.locked_by
                           AND w.last_seen_at > now() - job_expiry)
+       AND (j.queue_name IS NULL
+            OR EXISTS (SELECT 1 FROM app_jobs.job_queues q
+                        WHERE q.queue_name = j.queue_name
+                          AND (q.locked_at IS NULL
+                               OR q.locked_by = j.locked_by
+                               OR q.locked_at < now() - job_expiry)
+                          FOR UPDATE SKIP LOCKED))
      ORDER BY j.priority, j.run_at, j.id
      LIMIT max_jobs
-       FOR UPDATE SKIP LOCKED
+       FOR UPDATE OF j SKIP LOCKED
   ),
   chosen AS MATERIALIZED (
     SELECT c.id, c.queue_name
@@ -1435,7 +1446,7 @@ BEGIN
          FROM app_jobs.jobs j
         WHERE j.id = v_sched.last_scheduled_id
           AND NOT (j.locked_at IS NULL AND j.attempts >= j.max_attempts)
-          AND NOT (j.locked_at < now() - job_expiry
+          AND NOT (coalesce(j.locked_at < now() - job_expiry, false)
                    AND NOT EXISTS (SELECT 1 FROM app_jobs.workers w
                                     WHERE w.worker_id = j.locked_by
                                       AND w.last_seen_at > now() - job_expiry))) THEN
