@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from jobservice.schedule import OneOff, ScheduleError, first_fire, parse
+from jobservice.schedule import OneOff, ScheduleError, finished_reason, first_fire, parse
 
 Info = object
 
@@ -529,3 +529,20 @@ def test_invalid_spec_names_the_problem(info: Info, message: str) -> None:
 def test_unknown_default_zone_is_refused() -> None:
     with pytest.raises(ScheduleError, match='default time zone: unknown time zone "Nowhere/X"'):
         parse("* * * * *", default_tz="Nowhere/X")
+
+
+FINISHED = [
+    ("2001-01-01T00:00:00Z", "finished: the one-off date 2001-01-01T00:00:00+00:00 has passed"),
+    (
+        {"rule": "* * * * *", "end": "2001-01-01T00:00:00Z"},
+        "finished: end 2001-01-01T00:00:00+00:00 has passed",
+    ),
+    ({"year": 2001}, "finished: no fire after 2024-02-01T00:00:00+00:00"),
+]
+
+
+@pytest.mark.parametrize(("info", "reason"), FINISHED)
+def test_finished_reason_says_why_it_never_fires_again(info: Info, reason: str) -> None:
+    schedule = parse(info)
+    assert schedule.next_after(at("2024-02-01T00:00")) is None
+    assert finished_reason(schedule, at("2024-02-01T00:00")) == reason

@@ -2,9 +2,10 @@
 
 Run: ``python -m devstack.mailbox`` (env ``MAILBOX_SMTP_PORT`` default 1025,
 ``MAILBOX_WEB_PORT`` default 8025, ``MAILBOX_HOST`` default 127.0.0.1). The web side answers
-``GET /`` (an HTML list), ``GET /messages`` (JSON, newest first), ``GET /messages/{id}`` (one
-message with its bodies), ``GET /messages/{id}/html`` (the HTML body, sandboxed),
-``DELETE /messages`` and ``GET /health``. Every message is also logged in one line.
+``GET /`` (an HTML list), ``GET /api/messages`` (JSON, newest first, with ``to``, ``from``,
+``subject``, ``text``, ``html``...), ``GET /api/messages/{id}``, ``DELETE /api/messages``,
+``GET /messages/{id}/html`` (the HTML body, sandboxed) and ``GET /health``. Every message is
+also logged in one line.
 """
 
 from __future__ import annotations
@@ -54,11 +55,11 @@ class StoredMessage:
     html: str | None
     headers: dict[str, str] = field(default_factory=dict)
 
-    def summary(self) -> dict[str, Any]:
-        """The message without its bodies."""
+    def as_json(self) -> dict[str, Any]:
+        """The message as the JSON API shows it (``from``/``to`` are the headers)."""
         data = asdict(self)
-        for key in ("text", "html", "headers"):
-            data.pop(key)
+        data["from"] = data.pop("from_header")
+        data["to"] = data.pop("to_header")
         return data
 
 
@@ -139,14 +140,14 @@ _PAGE = """<!doctype html>
 <style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:4px 10px;text-align:left}}
 tr:nth-child(even){{background:#f4f4f4}}</style></head>
 <body><h1>Local inbox</h1><p>{count} message(s), newest first.
-JSON: <a href="/messages">/messages</a></p>
+JSON: <a href="/api/messages">/api/messages</a></p>
 <table><tr><th>#</th><th>received</th><th>to</th><th>subject</th><th>bodies</th></tr>
 {rows}</table></body></html>
 """
 
 
 def _row(item: StoredMessage) -> str:
-    links = [f'<a href="/messages/{item.id}">json</a>']
+    links = [f'<a href="/api/messages/{item.id}">json</a>']
     if item.html is not None:
         links.append(f'<a href="/messages/{item.id}/html">html</a>')
     cells = [
@@ -174,7 +175,7 @@ def create_web_app(mailbox: Mailbox) -> Starlette:
         return HTMLResponse(_PAGE.format(count=len(messages), rows=rows))
 
     async def listing(request: Request) -> JSONResponse:
-        return JSONResponse([item.summary() for item in mailbox.messages])
+        return JSONResponse([item.as_json() for item in mailbox.messages])
 
     async def clear(request: Request) -> Response:
         mailbox.clear()
@@ -184,7 +185,7 @@ def create_web_app(mailbox: Mailbox) -> Starlette:
         item = _message(request)
         if item is None:
             return JSONResponse({"error": "no such message"}, status_code=404)
-        return JSONResponse(asdict(item))
+        return JSONResponse(item.as_json())
 
     async def html_body(request: Request) -> Response:
         item = _message(request)
@@ -201,9 +202,9 @@ def create_web_app(mailbox: Mailbox) -> Starlette:
     return Starlette(
         routes=[
             Route("/", index, methods=["GET"]),
-            Route("/messages", listing, methods=["GET"]),
-            Route("/messages", clear, methods=["DELETE"]),
-            Route("/messages/{message_id}", one, methods=["GET"]),
+            Route("/api/messages", listing, methods=["GET"]),
+            Route("/api/messages", clear, methods=["DELETE"]),
+            Route("/api/messages/{message_id}", one, methods=["GET"]),
             Route("/messages/{message_id}/html", html_body, methods=["GET"]),
             Route("/health", health, methods=["GET"]),
         ]

@@ -40,6 +40,7 @@ __all__ = [
     "Schedule",
     "ScheduleError",
     "TimeSet",
+    "finished_reason",
     "first_fire",
     "parse",
     "parse_cron",
@@ -257,6 +258,8 @@ class Recurring(Schedule):
         self, begin: datetime, until: datetime, offset: timedelta
     ) -> datetime | None:
         """The first instant in (begin, until] whose UTC offset is not ``offset``."""
+        if self.tz is UTC:
+            return None
         step = timedelta(days=1)
         low = begin
         while low < until:
@@ -288,6 +291,15 @@ def first_fire(schedule: Schedule, now: datetime) -> datetime:
             raise ScheduleError(f"end is in the past ({schedule.end.isoformat()})")
         raise ScheduleError(f"never fires before end ({schedule.end.isoformat()})")
     raise ScheduleError(f"never fires after {now.astimezone(UTC).isoformat()}")
+
+
+def finished_reason(schedule: Schedule, now: datetime) -> str:
+    """Why a schedule that just fired has no fire after ``now`` (for ``schedule_error``)."""
+    if isinstance(schedule, OneOff):
+        return f"finished: the one-off date {schedule.at.isoformat()} has passed"
+    if isinstance(schedule, Recurring) and schedule.end is not None:
+        return f"finished: end {schedule.end.isoformat()} has passed"
+    return f"finished: no fire after {now.astimezone(UTC).isoformat()}"
 
 
 # -- cron expressions --------------------------------------------------------------------

@@ -5,18 +5,19 @@ are due (``next_run_at <= now()``) or not planned yet (``next_run_at`` and ``sch
 both NULL) with ``FOR UPDATE SKIP LOCKED``:
 
 - an unplanned row gets its first ``next_run_at`` (or, if its ``schedule_info`` cannot be
-  scheduled, ``schedule_error`` with the reason and no ``next_run_at``);
+  scheduled, ``schedule_error`` with the reason and no ``next_run_at``: dormant);
 - a due row is materialised with ``run_scheduled_job`` (``ALREADY_SCHEDULED`` — the previous
   job is still pending — skips this tick; any other error is stored in ``schedule_error`` and
   the schedule carries on), then ``next_run_at`` moves to the first fire after *now*, so ticks
-  missed while no scheduler ran fire once, not one by one.
+  missed while no scheduler ran fire once, not one by one; a schedule that will never fire
+  again becomes dormant with ``schedule_error`` = ``"finished: ..."``.
 
 The row lock plus the moved ``next_run_at`` mean that several schedulers never fire the same
 tick twice, and any scheduler (for example one restarted under a new ``HOSTNAME``) serves every
 schedule. Edits: ``add_scheduled_job``'s keyed upsert resets ``next_run_at``/``schedule_error``
 so the row is planned afresh; plain ``UPDATE``s of ``schedule_info`` are noticed by comparing
-fingerprints (md5 of the JSON text) every ``edit_check_interval`` seconds, and a due row is
-always re-read, so its next run follows the current ``schedule_info``.
+fingerprints (md5 of the JSON text) at startup and every ``edit_check_interval`` seconds; a due
+row is always re-read, so its next run follows the current ``schedule_info``.
 
 Wake-ups: ``LISTEN "scheduled_jobs:insert"`` for new schedules, and a sleep until the earliest
 ``next_run_at``, at most ``poll_interval``.
@@ -42,7 +43,14 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from jobservice.aio import wait_event
 from jobservice.logs import event
 from jobservice.queries import parse as parse_queries
-from jobservice.schedule import Schedule, ScheduleError, first_fire, parse, zone
+from jobservice.schedule import (
+    Schedule,
+    ScheduleError,
+    finished_reason,
+    first_fire,
+    parse,
+    zone,
+)
 
 __all__ = ["ALREADY_SCHEDULED", "Scheduler"]
 
@@ -143,17 +151,16 @@ class Scheduler:
             return 0
         fired, error = await self._fire(conn, sched_id, last_error, fields)
         following = schedule.next_after(now)
-        await conn.execute(
-            self._q["set_next"], {"id": sched_id, "next_run_at": following, "error": error}
-        )
-        if following is None:
-            event(
-                log,
-                logging.INFO,
-                "schedule_finished",
-                f"schedule {sched_id} will not fire again",
-                **fields,
+        if following is not None:
+            await conn.execute(
+                self._q["set_next"], {"id": sched_id, "next_run_at": following, "error": error}
             )
+            return fired
+        reason = finished_reason(schedule, now)
+        if error is not None:
+            reason = f"{reason}; last run: {error}"
+        await conn.execute(self._q["set_dormant"], {"id": sched_id, "error": reason})
+        event(log, logging.INFO, "schedule_finished", f"schedule {sched_id}: {reason}", **fields)
         return fired
 
     async def _fire(
@@ -211,7 +218,7 @@ class Scheduler:
         error: str,
         fields: dict[str, object],
     ) -> int:
-        await conn.execute(self._q["set_invalid"], {"id": sched_id, "error": error})
+        await conn.execute(self._q["set_dormant"], {"id": sched_id, "error": error})
         event(
             log,
             logging.WARNING,
@@ -292,7 +299,7 @@ class Scheduler:
         stopper = asyncio.create_task(self._relay(stop))
         backoff = 0.1
         failing = False
-        next_edit_check = time.monotonic() + self.edit_check_interval
+        next_edit_check = time.monotonic()  # the first check records what schedules look like
         try:
             while not stop.is_set():
                 self._wake.clear()

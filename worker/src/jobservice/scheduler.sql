@@ -4,9 +4,9 @@
 --
 -- State of a scheduled_jobs row, as the scheduler sees it:
 --   next_run_at NULL, schedule_error NULL   not planned yet (new, or reset after an edit)
---   next_run_at NULL, schedule_error set    cannot be scheduled (invalid); dormant until reset
+--   next_run_at NULL, schedule_error set    dormant until reset: invalid ("rule: ..."), or will
+--                                           never fire again ("finished: ...")
 --   next_run_at a time                      fires then (schedule_error: last run error, if any)
---   next_run_at 'infinity'                  never fires again (one-off done, end passed)
 
 -- name: work
 -- Due or unplanned schedules, locked for this pass; rows another scheduler holds are skipped.
@@ -24,13 +24,12 @@ SELECT id, task_identifier, schedule_info::text AS schedule_info,
 SELECT id FROM {schema}.run_scheduled_job(%(id)s::bigint);
 
 -- name: set_next
--- A NULL next run means "never again" and is stored as 'infinity'.
 UPDATE {schema}.scheduled_jobs
-   SET next_run_at = coalesce(%(next_run_at)s::timestamptz, 'infinity'::timestamptz),
-       schedule_error = %(error)s::text
+   SET next_run_at = %(next_run_at)s::timestamptz, schedule_error = %(error)s::text
  WHERE id = %(id)s::bigint;
 
--- name: set_invalid
+-- name: set_dormant
+-- Invalid, or finished: not planned again until next_run_at and schedule_error are reset.
 UPDATE {schema}.scheduled_jobs
    SET next_run_at = NULL, schedule_error = %(error)s::text
  WHERE id = %(id)s::bigint;
@@ -39,7 +38,7 @@ UPDATE {schema}.scheduled_jobs
 -- Seconds until the earliest planned run (NULL when nothing is planned).
 SELECT extract(epoch FROM min(next_run_at) - now())::float8
   FROM {schema}.scheduled_jobs
- WHERE next_run_at IS NOT NULL AND next_run_at <> 'infinity'::timestamptz
+ WHERE next_run_at IS NOT NULL
    AND (%(tasks)s::text[] IS NULL OR task_identifier = ANY(%(tasks)s::text[]));
 
 -- name: fingerprints

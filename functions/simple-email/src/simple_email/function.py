@@ -1,0 +1,44 @@
+"""The ``simple-email`` job function: validate the payload, then send (or log, in a dry run)."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import mailer
+from jobfn import ConfigError, JobContext, PermanentError, job_function
+from simple_email import settings as settings_module
+from simple_email.payload import SimpleEmail, to_message
+
+log = logging.getLogger("simple_email")
+
+_malformed, _missing = settings_module.startup_problems(os.environ)
+if _malformed is not None:
+    raise ConfigError(f"simple-email: {_malformed}")
+if _missing is not None:
+    log.warning("simple-email: %s; every job will fail until it is set", _missing)
+
+
+@job_function(name="simple-email", timeout=120)
+def simple_email(payload: SimpleEmail, ctx: JobContext) -> dict[str, object]:
+    """Send one email (``to``, ``subject``, ``html`` and/or ``text``, ``from``, ``replyTo``).
+
+    A missing field or missing mail settings fail the job for good; a provider that is down
+    or slow fails this attempt so the job is retried.
+    """
+    try:
+        current = settings_module.load(os.environ)
+        message = to_message(payload, current.default_sender)
+    except mailer.MailerError as exc:
+        raise PermanentError(str(exc)) from None
+    if current.dry_run:
+        ctx.logger.info("DRY RUN email (no send)", extra={"email": message.summary()})
+        return {"dryRun": True}
+    try:
+        message_id = mailer.send(message)
+    except mailer.MailerError as exc:
+        if exc.retryable:
+            raise
+        raise PermanentError(str(exc)) from None
+    ctx.logger.info("email sent", extra={"email": {**message.summary(), "messageId": message_id}})
+    return {"messageId": message_id}
