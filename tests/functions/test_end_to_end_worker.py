@@ -151,7 +151,7 @@ def test_simple_email_job_completes_and_is_sent(worker: str, stand_ins: StandInM
     job = wait_until(worker, enqueue(worker, "simple-email", payload), {"completed", "failed"})
 
     assert job["status"] == "completed", job
-    assert job["result"]["result"] == {"messageId": "<1@stand-in>"}
+    assert job["result"] == {"messageId": "<1@stand-in>"}
     assert stand_ins.sent[0].form()["subject"] == "Hello"
 
 

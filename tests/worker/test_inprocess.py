@@ -79,7 +79,7 @@ async def test_inprocess_functions_settle_jobs(
 
         done = await jobs_db.finished(ok)
         assert done["status"] == "completed"
-        assert done["result"] == {"complete": True, "result": {"doubled": 42}}
+        assert done["result"] == {"doubled": 42}
         dead = await jobs_db.finished(perm)
         assert (dead["status"], dead["attempts"]) == ("failed", 1)
         assert "user 7 does not exist" in dead["last_error"]

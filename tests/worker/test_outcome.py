@@ -21,16 +21,15 @@ class Case(NamedTuple):
 
 
 CASES = [
-    # other 2xx: completed, a JSON body is kept as the result
-    Case(200, JSON, b'{"complete":true}', Kind.COMPLETED, '{"complete":true}', None),
-    Case(
-        200,
-        JSON,
-        b'{"complete": true, "result": {"n": 1}}',
-        Kind.COMPLETED,
-        '{"complete": true, "result": {"n": 1}}',
-        None,
-    ),
+    # other 2xx: completed; a jobfn reply's "result" (or its other keys) is the job's result,
+    # any other JSON body is kept as it is
+    Case(200, JSON, b'{"complete":true}', Kind.COMPLETED, None, None),
+    Case(200, JSON, b'{"complete": true, "result": {"n": 1}}', Kind.COMPLETED, '{"n":1}', None),
+    Case(200, JSON, b'{"complete": true, "result": null}', Kind.COMPLETED, None, None),
+    Case(200, JSON, b'{"complete": true, "result": [1, 2]}', Kind.COMPLETED, "[1,2]", None),
+    Case(200, JSON, b'{"complete": true, "dryRun": true}', Kind.COMPLETED, '{"dryRun":true}', None),
+    Case(200, JSON, b'{"sent": 3}', Kind.COMPLETED, '{"sent": 3}', None),
+    Case(200, JSON, b"[1, 2]", Kind.COMPLETED, "[1, 2]", None),
     Case(201, {}, b"", Kind.COMPLETED, None, None),
     Case(204, {}, b"", Kind.COMPLETED, None, None),
     Case(200, {"content-type": "text/plain"}, b"ok", Kind.COMPLETED, None, None),

@@ -26,7 +26,7 @@ async def test_headers_and_completion_with_result(
         job_id = await jobs_db.add("echo", {"a": 1})
         done = await jobs_db.finished(job_id)
     assert done["status"] == "completed"
-    assert done["result"] == {"complete": True, "result": {"sent": 3}}
+    assert done["result"] == {"sent": 3}
     assert done["worker_id"] == "test-worker-1"
     assert done["attempts"] == 1
 

@@ -5,7 +5,7 @@
 | ``X-Job-Error: true`` (any case) | failed attempt; message = body ``error``/``message``/text |
 | status ≥ 400 | failed attempt; message = the function's own message plus the status |
 | 202 | the function calls back; the job waits for it until the callback deadline |
-| other 2xx | completed; a JSON body is the job's result |
+| other 2xx | completed; a JSON body is the job's result (see :func:`result_of`) |
 | other statuses (1xx, 3xx) | failed attempt naming the unexpected status |
 | timeout / connection error | failed attempt naming the cause |
 
@@ -120,9 +120,9 @@ def interpret(
         if status == 202:
             return AWAIT_CALLBACK
         if not body or body in _FAST_OK:
-            return completed(body.decode() if body else None)
+            return COMPLETED_EMPTY
         document, ok = _json(body, content_type or headers.get("content-type"))
-        return completed(body.decode("utf-8") if ok else None)
+        return completed(result_of(document, body) if ok else None)
 
     document, _ = _json(body, content_type or headers.get("content-type"))
     permanent = _is_false(headers.get("x-job-retry")) or (
@@ -136,6 +136,23 @@ def interpret(
     else:
         message = f"unexpected reply {_status_text(status)}" + (f": {own}" if own else "")
     return failure(message, permanent=permanent)
+
+
+def result_of(document: object, body: bytes) -> str | None:
+    """The job's result (JSON text) from a successful JSON reply ``document``.
+
+    A ``jobfn`` reply ``{"complete": true, "result": R}`` gives ``R``; a reply
+    ``{"complete": true, ...}`` without ``result`` gives its other keys (the reference function's
+    ``{"complete": true, "dryRun": true}`` gives ``{"dryRun": true}``), or no result when there
+    are none; any other JSON body is the result as it is.
+    """
+    if isinstance(document, dict) and document.get("complete") is True:
+        if "result" in document:
+            result = document["result"]
+            return None if result is None else json.dumps(result, separators=(",", ":"))
+        rest = {key: value for key, value in document.items() if key != "complete"}
+        return json.dumps(rest, separators=(",", ":")) if rest else None
+    return body.decode("utf-8")
 
 
 def _json(body: bytes, content_type: str | None) -> tuple[object, bool]:
