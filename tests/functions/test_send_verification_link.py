@@ -4,7 +4,10 @@ against a stand-in GraphQL API and a stand-in Mailgun (or a real SMTP server).""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from html.parser import HTMLParser
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -458,11 +461,15 @@ def test_sends_by_smtp_to_a_real_smtp_server(
     assert "support@acme.test" in html
 
 
-def test_missing_graphql_url_fails_for_good_naming_it(
-    serve: Serve, mailgun_env: dict[str, str]
-) -> None:
-    fn = serve("send_verification_link", mailgun_env)
-    reply = fn.post(RESET, task=TASK, database_id=DB)
-
-    assert reply.permanent
-    assert reply.error == "Missing required environment variable GRAPHQL_URL"
+def test_missing_graphql_url_stops_start_up_naming_it(mailgun_env: dict[str, str]) -> None:
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "jobfn"), "serve", "send_verification_link"],
+        env=mailgun_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert "Missing required environment variable GRAPHQL_URL" in line

@@ -218,14 +218,38 @@ def test_smtp_server_that_is_down_is_retryable(serve: Serve) -> None:
     assert "Could not send through SMTP server 127.0.0.1:1" in reply.error
 
 
-def test_missing_mail_configuration_fails_for_good_naming_it(serve: Serve) -> None:
-    fn = serve("simple_email", {})
-    assert "MAILGUN_API_KEY" in fn.wait_for_line("every job will fail until it is set")
+def _start_up_error(env: dict[str, str]) -> str:
+    """Run ``jobfn serve simple_email`` with ``env``; it must refuse to start: its one line."""
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "jobfn"), "serve", "simple_email"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
 
+
+def test_missing_mail_configuration_stops_start_up_naming_it() -> None:
+    line = _start_up_error({})
+    assert "Missing environment variable MAILGUN_API_KEY" in line
+
+
+def test_smtp_mode_names_the_missing_smtp_host() -> None:
+    line = _start_up_error({"EMAIL_SEND_USE_SMTP": "true"})
+    assert "SMTP_HOST" in line
+    assert "MAILGUN" not in line
+
+
+def test_a_dry_run_needs_no_mail_configuration(serve: Serve) -> None:
+    fn = serve("simple_email", {"SIMPLE_EMAIL_DRY_RUN": "true"})
     reply = fn.post(PAYLOAD, task=TASK, database_id=DB)
-
-    assert reply.permanent
-    assert reply.error.startswith("Missing environment variable MAILGUN_API_KEY")
+    assert reply.status == 200
+    assert reply.body == {"complete": True, "result": {"dryRun": True}}
 
 
 def test_a_malformed_variable_stops_start_up_with_one_line() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import threading
@@ -13,7 +14,7 @@ import pytest
 from pydantic import BaseModel, Field
 
 import jobfn
-from jobfn import JobContext, JobFunction, PermanentError, job_function, protocol
+from jobfn import ConfigError, JobContext, JobFunction, PermanentError, job_function, protocol
 from jobfn.testing import TEST_DATABASE_ID, ainvoke, invoke
 
 
@@ -456,3 +457,43 @@ async def test_batch_keeps_order_limits_concurrency_and_can_stop() -> None:
     assert await work.batch([]) == []
     with pytest.raises(ValueError, match="concurrency"):
         await work.batch([1], concurrency=0)
+
+
+def test_on_startup_checks_run_once_and_a_config_error_refuses_the_lifespan() -> None:
+    calls: list[str] = []
+
+    def check() -> None:
+        calls.append("check")
+
+    @job_function(on_startup=[check])
+    async def fine(payload: dict[str, Any]) -> None:
+        return None
+
+    fine.start()
+    fine.start()
+    assert calls == ["check"]
+
+    def refuse() -> None:
+        raise ConfigError("EXAMPLE_URL: required (the example endpoint)")
+
+    @job_function(on_startup=[refuse])
+    async def broken(payload: dict[str, Any]) -> None:
+        return None
+
+    async def lifespan_reply() -> dict[str, Any]:
+        sent: list[dict[str, Any]] = []
+        messages = iter([{"type": "lifespan.startup"}])
+
+        async def receive() -> dict[str, Any]:
+            return next(messages)
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        with contextlib.suppress(ConfigError):
+            await broken({"type": "lifespan", "asgi": {"version": "3.0"}}, receive, send)
+        return sent[0]
+
+    reply = asyncio.run(lifespan_reply())
+    assert reply["type"] == "lifespan.startup.failed"
+    assert "EXAMPLE_URL: required" in reply["message"]

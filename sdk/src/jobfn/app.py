@@ -185,6 +185,7 @@ def build_app(fn: JobFunction) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        fn.start()
         fn.ready = True
         try:
             yield

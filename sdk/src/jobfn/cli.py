@@ -88,6 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         fn = load_target(args.target)
         port = args.port if args.port is not None else port_from_env()
+        fn.start()
     except (TargetError, ConfigError) as exc:
         print(f"jobfn serve: {exc}", file=sys.stderr)
         return 2

@@ -9,7 +9,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, overload
 
@@ -58,6 +58,7 @@ class JobFunction:
         callback: CallbackPolicy | None = None,
         shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
         signing_secret: str | None = _UNSET,
+        on_startup: Sequence[Callable[[], object]] = (),
         localns: Mapping[str, Any] | None = None,
     ) -> None:
         if timeout is not None and timeout <= 0:
@@ -79,6 +80,21 @@ class JobFunction:
         self._app: Starlette | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._logger_name = getattr(func, "__module__", None) or "jobfn.handler"
+        self._on_startup = tuple(on_startup)
+        self._started = False
+
+    def start(self) -> None:
+        """Run the ``on_startup`` checks, once; :class:`ConfigError` means "cannot start".
+
+        ``jobfn serve`` / :func:`serve` call it before listening (a :class:`ConfigError` prints
+        its one line and exits 2), the ASGI lifespan calls it for any other server, and the
+        worker calls it when it loads the function in-process.
+        """
+        if self._started:
+            return
+        for check in self._on_startup:
+            check()
+        self._started = True
 
     def __repr__(self) -> str:
         return f"<JobFunction {self.name!r} ({self.handler.func.__qualname__})>"
@@ -310,6 +326,7 @@ def job_function(
     callback: CallbackPolicy | None = None,
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
     signing_secret: str | None = ...,
+    on_startup: Sequence[Callable[[], object]] = (),
 ) -> Callable[[HandlerT], JobFunction]: ...
 
 
@@ -325,6 +342,7 @@ def job_function(
     callback: CallbackPolicy | None = None,
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
     signing_secret: str | None = _UNSET,
+    on_startup: Sequence[Callable[[], object]] = (),
 ) -> JobFunction | Callable[[HandlerT], JobFunction]:
     """Turn ``handler(payload, ctx)`` (sync or async) into a :class:`JobFunction`.
 
@@ -337,7 +355,9 @@ def job_function(
     - ``max_body_size``: largest accepted request body in bytes (default 1 MiB; larger → 413);
     - ``callback``: a :class:`CallbackPolicy` (timeout, attempts, backoff);
     - ``shutdown_timeout``: seconds background jobs may take to finish on shutdown;
-    - ``signing_secret``: overrides ``JOBS_SIGNING_SECRET`` (``None``: no signatures).
+    - ``signing_secret``: overrides ``JOBS_SIGNING_SECRET`` (``None``: no signatures);
+    - ``on_startup``: callables run once before the function takes jobs (e.g. checking its
+      environment); raising :class:`ConfigError` stops start-up with that one line.
     """
     localns = sys._getframe(1).f_locals
 
@@ -352,6 +372,7 @@ def job_function(
             callback=callback,
             shutdown_timeout=shutdown_timeout,
             signing_secret=signing_secret,
+            on_startup=on_startup,
             localns=localns,
         )
 

@@ -68,9 +68,12 @@ def serve(
     ``port`` defaults to ``PORT`` (else 8080). Logs go to stderr as JSON lines. On SIGTERM the
     server stops accepting connections, waits for in-flight requests and background jobs (at
     most ``fn.shutdown_timeout`` seconds) and returns normally, so the process exits 0.
+    The function's ``on_startup`` checks run first: a :class:`ConfigError` is raised before
+    anything listens.
     """
     if not isinstance(fn, JobFunction):
         raise TypeError(f"serve() needs a JobFunction made by @job_function (got {fn!r})")
+    fn.start()
     jobfn_logging.configure(log_level.upper())
     server = uvicorn.Server(
         config_for(fn, host=host, port=port, log_level=log_level, access_log=access_log)

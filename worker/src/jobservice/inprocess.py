@@ -14,6 +14,8 @@ import importlib
 from collections.abc import Mapping
 from typing import Any
 
+from jobfn import JobFunction
+from jobfn.errors import ConfigError as JobFnConfigError
 from jobservice.config import ConfigError
 from jobservice.dispatch import Asgi, Message
 
@@ -27,6 +29,13 @@ def load(target: str) -> Asgi:
             obj = getattr(obj, part)
     except (ImportError, AttributeError) as exc:
         raise ConfigError("JOBS_INPROCESS", f"an importable module:attr ({exc})", target) from None
+    if isinstance(obj, JobFunction):
+        try:
+            obj.start()
+        except JobFnConfigError as exc:  # the function refuses its own configuration
+            raise ConfigError(
+                "JOBS_INPROCESS", f"a function that can start: {exc}", target
+            ) from None
     if not callable(obj):
         raise ConfigError("JOBS_INPROCESS", "an ASGI application (a jobfn function)", target)
     app: Asgi = obj

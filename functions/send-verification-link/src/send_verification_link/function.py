@@ -6,7 +6,6 @@ sender's name (``GetUser``); build the link; render the email; send it (or log i
 
 from __future__ import annotations
 
-import logging
 import os
 
 import mailer
@@ -19,27 +18,23 @@ from send_verification_link.payload import VerificationLink, is_uuid, missing_fi
 from send_verification_link.render import render
 from send_verification_link.site import site_from
 
-log = logging.getLogger("send_verification_link")
 
+def check_settings() -> None:
+    """A missing or malformed variable stops start-up with one line naming it (contract §6).
 
-def _startup_check() -> None:
+    ``GRAPHQL_URL`` is always required; mail settings unless ``SEND_VERIFICATION_LINK_DRY_RUN``.
+    """
     try:
         current = settings_module.load(os.environ)
         if not current.dry_run:
             mailer.load_settings(os.environ)
     except mailer.ConfigurationError as exc:
-        if not str(exc).startswith("Missing"):
-            raise ConfigError(f"send-verification-link: {exc}") from None
-        log.warning("send-verification-link: %s; every job will fail until it is set", exc)
-        return
+        raise ConfigError(f"send-verification-link: {exc}") from None
     if current.graphql_url is None:
-        log.warning(
-            "send-verification-link: Missing required environment variable GRAPHQL_URL;"
-            " every job will fail until it is set"
+        raise ConfigError(
+            "send-verification-link: Missing required environment variable GRAPHQL_URL"
+            " (the tenant GraphQL endpoint, e.g. http://constructive-server/graphql)"
         )
-
-
-_startup_check()
 
 
 def _database_id(ctx: JobContext, default: str | None) -> str:
@@ -51,7 +46,7 @@ def _database_id(ctx: JobContext, default: str | None) -> str:
     return database_id
 
 
-@job_function(name="email:send_verification_link", timeout=120)
+@job_function(name="email:send_verification_link", timeout=120, on_startup=[check_settings])
 def send_verification_link(payload: VerificationLink, ctx: JobContext) -> dict[str, object]:
     """Send an invite, password-reset or email-verification link.
 

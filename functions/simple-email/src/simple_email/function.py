@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 
 import mailer
@@ -10,16 +9,15 @@ from jobfn import ConfigError, JobContext, PermanentError, job_function
 from simple_email import settings as settings_module
 from simple_email.payload import SimpleEmail, to_message
 
-log = logging.getLogger("simple_email")
 
-_malformed, _missing = settings_module.startup_problems(os.environ)
-if _malformed is not None:
-    raise ConfigError(f"simple-email: {_malformed}")
-if _missing is not None:
-    log.warning("simple-email: %s; every job will fail until it is set", _missing)
+def check_settings() -> None:
+    """A missing or malformed variable stops start-up with one line naming it (contract §6)."""
+    problem = settings_module.startup_problem(os.environ)
+    if problem is not None:
+        raise ConfigError(f"simple-email: {problem}")
 
 
-@job_function(name="simple-email", timeout=120)
+@job_function(name="simple-email", timeout=120, on_startup=[check_settings])
 def simple_email(payload: SimpleEmail, ctx: JobContext) -> dict[str, object]:
     """Send one email (``to``, ``subject``, ``html`` and/or ``text``, ``from``, ``replyTo``).
 

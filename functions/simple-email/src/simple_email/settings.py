@@ -31,22 +31,16 @@ def load(environ: Mapping[str, str]) -> Settings:
     )
 
 
-def startup_problems(environ: Mapping[str, str]) -> tuple[str | None, str | None]:
-    """``(malformed, missing)``: a line about a malformed variable, and one about a missing one.
+def startup_problem(environ: Mapping[str, str]) -> str | None:
+    """One line naming a missing or malformed variable, or ``None`` when the settings are usable.
 
-    A malformed variable stops start-up; a missing one fails each job for good (permanent)
-    with the same line, so a deployment without mail settings still answers its probes and
-    dry runs.
+    A dry run needs no mail settings; otherwise the chosen way of sending (Mailgun, or SMTP with
+    ``EMAIL_SEND_USE_SMTP``) must be fully configured.
     """
     try:
         settings = load(environ)
+        if not settings.dry_run:
+            mailer.load_settings(environ)
     except mailer.ConfigurationError as exc:
-        return str(exc), None
-    if settings.dry_run:
-        return None, None
-    try:
-        mailer.load_settings(environ)
-    except mailer.ConfigurationError as exc:
-        text = str(exc)
-        return (None, text) if text.startswith("Missing") else (text, None)
-    return None, None
+        return str(exc)
+    return None
