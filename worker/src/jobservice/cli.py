@@ -1,4 +1,4 @@
-"""The ``jobs`` command line: ``jobs migrate``, ``jobs worker`` and friends."""
+"""The ``jobs`` command line: ``migrate``, ``worker``, ``env`` and the operator commands."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+
+from jobservice import admin
 
 
 def _database_conninfo() -> str:
@@ -113,12 +115,15 @@ def build_parser() -> argparse.ArgumentParser:
     worker_p.set_defaults(func=_cmd_worker)
     env_p = sub.add_parser("env", help="print the environment variables and their defaults")
     env_p.set_defaults(func=_cmd_env)
+    admin.add_commands(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``jobs`` console script."""
     args = build_parser().parse_args(argv)
+    if hasattr(args, "admin"):
+        return admin.run(args, _database_conninfo(), _schema())
     result: int = args.func(args)
     return result
 
