@@ -678,9 +678,10 @@ BEGIN
 END;
 $$;
 
--- Payload {"<field>": "<value as text>", ...} (every value as text, as in the reference).
-CREATE OR REPLACE FUNCTION app_jobs.tg_add_job_with_fields()
-RETURNS trigger
+-- Payload {"<field>": "<value as text>", ...} (every value as text, as in the reference), from
+-- the trigger arguments ([db id,] task, field1, field2, ...) and the row.
+CREATE OR REPLACE FUNCTION app_jobs.enqueue_row_fields(tg_args text[], row_data jsonb)
+RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -688,25 +689,30 @@ DECLARE
   v_db uuid;
   v_rest text[];
   v_fields text[];
-  v_row jsonb;
   v_values text[];
 BEGIN
-  SELECT t.db_id, t.rest INTO v_db, v_rest FROM app_jobs.trigger_args(TG_ARGV) t;
+  SELECT t.db_id, t.rest INTO v_db, v_rest FROM app_jobs.trigger_args(tg_args) t;
   v_fields := v_rest[2:];
-  IF TG_OP = 'DELETE' THEN
-    v_row := to_jsonb(OLD);
-  ELSE
-    v_row := to_jsonb(NEW);
-  END IF;
-  SELECT coalesce(array_agg(v_row ->> f ORDER BY n), '{}')
+  SELECT coalesce(array_agg(row_data ->> f ORDER BY n), '{}')
     INTO v_values
     FROM unnest(v_fields) WITH ORDINALITY AS u(f, n);
   PERFORM app_jobs.enqueue_job(v_db, app_jobs.current_user_id(), v_rest[1],
                                json_object(coalesce(v_fields, '{}'), v_values),
                                NULL, NULL, NULL, NULL, NULL);
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION app_jobs.tg_add_job_with_fields()
+RETURNS trigger
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
   IF TG_OP = 'DELETE' THEN
+    PERFORM app_jobs.enqueue_row_fields(TG_ARGV, to_jsonb(OLD));
     RETURN OLD;
   END IF;
+  PERFORM app_jobs.enqueue_row_fields(TG_ARGV, to_jsonb(NEW));
   RETURN NEW;
 END;
 $$;
@@ -717,29 +723,12 @@ RETURNS trigger
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-  v_db uuid;
-  v_rest text[];
-  v_fields text[];
-  v_row jsonb;
-  v_values text[];
 BEGIN
-  SELECT t.db_id, t.rest INTO v_db, v_rest FROM app_jobs.trigger_args(TG_ARGV) t;
-  v_fields := v_rest[2:];
   IF TG_OP = 'DELETE' THEN
-    v_row := to_jsonb(OLD);
-  ELSE
-    v_row := to_jsonb(NEW);
-  END IF;
-  SELECT coalesce(array_agg(v_row ->> f ORDER BY n), '{}')
-    INTO v_values
-    FROM unnest(v_fields) WITH ORDINALITY AS u(f, n);
-  PERFORM app_jobs.enqueue_job(v_db, app_jobs.current_user_id(), v_rest[1],
-                               json_object(coalesce(v_fields, '{}'), v_values),
-                               NULL, NULL, NULL, NULL, NULL);
-  IF TG_OP = 'DELETE' THEN
+    PERFORM app_jobs.enqueue_row_fields(TG_ARGV, to_jsonb(OLD));
     RETURN OLD;
   END IF;
+  PERFORM app_jobs.enqueue_row_fields(TG_ARGV, to_jsonb(NEW));
   RETURN NEW;
 END;
 $$;
