@@ -28,6 +28,7 @@ import httpx
 from pydantic_core import from_json, to_json
 
 from jobfn import protocol
+from jobfn.asgi import post_scope
 from jobfn.callback import _client_override
 from jobfn.function import JobFunction
 
@@ -164,21 +165,11 @@ async def ainvoke(
     """Send ``payload`` to ``fn`` in-process, like a worker would; see :func:`invoke`."""
     raw_body = body if body is not None else to_json({} if payload is None else payload)
     pairs = job_headers(fn, raw_body, job_id=job_id, completion=completion, overrides=headers)
-    scope: dict[str, Any] = {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.3"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/",
-        "raw_path": b"/",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in pairs]
+    scope = post_scope(
+        [(k.encode("latin-1"), v.encode("latin-1")) for k, v in pairs]
         + [(b"content-length", str(len(raw_body)).encode())],
-        "client": ("127.0.0.1", 0),
-        "server": ("testserver", 80),
-    }
+        server=("testserver", 80),
+    )
     done = asyncio.Event()
     pending: list[bytes] = [raw_body]
     status = 0

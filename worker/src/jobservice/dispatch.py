@@ -22,6 +22,7 @@ import aiohttp
 from yarl import URL
 
 from jobfn import protocol
+from jobfn.asgi import post_scope
 from jobservice import outcome
 from jobservice.job import Job
 from jobservice.outcome import Outcome
@@ -180,21 +181,7 @@ class Dispatcher:
         """Call ``app`` with ``job``; ``done`` gets the outcome exactly once, when known."""
         headers = self.asgi_headers(job)
         call = _AsgiCall(job.payload, done)
-        scope: Message = {
-            "type": "http",
-            "asgi": {"version": "3.0", "spec_version": "2.3"},
-            "http_version": "1.1",
-            "method": "POST",
-            "scheme": "http",
-            "path": "/",
-            "raw_path": b"/",
-            "query_string": b"",
-            "root_path": "",
-            "headers": headers,
-            "client": ("127.0.0.1", 0),
-            "server": ("in-process", 0),
-            "state": {},
-        }
+        scope: Message = post_scope(headers)
         seconds = self.timeout_for(job.task)
         task = asyncio.current_task()
         assert task is not None
