@@ -9,9 +9,8 @@
   them under the global ``concurrency`` and the per-task limits. A task at its limit is left
   out of the next claims; jobs of it that one claim returned beyond the limit wait in memory
   (without holding a global slot) until that task has room.
-- Outcomes are gathered for ``settle_delay`` (or until ``settle_batch`` are pending) and written
-  with one ``complete_jobs`` and one ``fail_jobs`` statement; 202 replies get ``await_callback``
-  with the callback deadline. A write that fails is retried (with backoff) until it succeeds.
+- Outcomes are written in batches by :class:`jobservice.settle.Settler` (one ``complete_jobs``
+  and one ``fail_jobs`` statement per batch; 202 replies get ``await_callback``).
 - Database errors never stop it: every statement is retried with backoff; when a claim's reply
   was lost, the jobs that the database locked for this worker are found and run
   (``adopt_jobs``), so nothing stays locked by a live worker without running.
@@ -23,12 +22,10 @@
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 import math
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any, TypeVar
 
@@ -46,6 +43,7 @@ from jobservice.metrics import Metrics
 from jobservice.outcome import Kind, Outcome, failure
 from jobservice.queries import Queries, queries_for
 from jobservice.routing import HttpRoute, Router
+from jobservice.settle import Settler
 
 log = logging.getLogger("jobservice.worker")
 
@@ -119,17 +117,17 @@ class Worker:
         self._stopping = False
         self._adopt = False
 
-        self._done_ids: list[int] = []
-        self._done_results: list[str | None] = []
-        self._fail_ids: list[int] = []
-        self._fail_messages: list[str | None] = []
-        self._fail_retryable: list[bool] = []
-        self._fail_tasks: list[str] = []
-        self._done_tasks: list[str] = []
-        self._callback_jobs: list[Job] = []
-        self._settle = asyncio.Event()
-        self._settled = asyncio.Event()
-        self._flushing = False
+        self.settler = Settler(
+            pool,
+            self.queries,
+            worker_id=settings.worker_id,
+            batch=settings.settle_batch,
+            delay=settings.settle_delay,
+            callback_deadline=settings.callback_deadline,
+            metrics=self.metrics,
+            on_written=self._known.difference_update,
+            on_refused=self._adopt_later,
+        )
 
     # -- public --------------------------------------------------------------------------
 
@@ -151,7 +149,7 @@ class Worker:
             listener = asyncio.create_task(self.listener.run(), name="jobs-listener")
             liveness_stop = asyncio.Event()
             liveness = asyncio.create_task(self.liveness.run(liveness_stop), name="jobs-liveness")
-            flusher = asyncio.create_task(self._flusher(), name="jobs-flusher")
+            flusher = asyncio.create_task(self.settler.run(), name="jobs-flusher")
             claimer = asyncio.create_task(self._claim_loop(), name="jobs-claimer")
             event(
                 log,
@@ -236,7 +234,7 @@ class Worker:
             )
         # Write what is known, for at most the rest of the grace (or 5 s).
         try:
-            await asyncio.wait_for(self._drain_settlements(), max(5.0, deadline - loop.time()))
+            await asyncio.wait_for(self.settler.drain(), max(5.0, deadline - loop.time()))
         except TimeoutError:
             event(log, logging.ERROR, "outcomes_unwritten", "could not write every outcome")
         flusher.cancel()
@@ -246,7 +244,7 @@ class Worker:
         liveness_stop.set()
         await liveness
         try:
-            await asyncio.wait_for(self._execute(self.queries.unregister_worker, {}), 5.0)
+            await asyncio.wait_for(self.settler.execute(self.queries.unregister_worker, {}), 5.0)
         except (TimeoutError, *DB_ERRORS) as exc:
             event(log, logging.ERROR, "unregister_failed", f"could not release jobs: {exc}")
         event(log, logging.INFO, "worker_stopped", "worker stopped", worker_id=self.worker_id)
@@ -424,20 +422,15 @@ class Worker:
         self._job_seconds = elapsed if previous is None else 0.95 * previous + 0.05 * elapsed
         kind = outcome.kind
         if kind is Kind.COMPLETED:
-            self._done_ids.append(job.id)
-            self._done_results.append(outcome.result)
-            self._done_tasks.append(job.task)
+            self.settler.completed(job, outcome.result)
             if log.isEnabledFor(logging.DEBUG):
                 event(
                     log, logging.DEBUG, "job_completed", "completed", job_id=job.id, task=job.task
                 )
         elif kind is Kind.CALLBACK:
-            self._callback_jobs.append(job)
+            self.settler.awaiting_callback(job)
         else:
-            self._fail_ids.append(job.id)
-            self._fail_messages.append(outcome.message)
-            self._fail_retryable.append(kind is Kind.RETRY)
-            self._fail_tasks.append(job.task)
+            self.settler.failed(job, outcome.message, retryable=kind is Kind.RETRY)
             event(
                 log,
                 logging.INFO,
@@ -451,7 +444,6 @@ class Worker:
                 worker_id=self.worker_id,
             )
         self._release_slot(job.task)
-        self._settle.set()
 
     def _release_slot(self, task: str) -> None:
         limit = self._limits.get(task)
@@ -477,155 +469,12 @@ class Worker:
         if self._running == 0 and self._n_waiting == 0:
             self._idle.set()
 
-    # -- settling -------------------------------------------------------------------------------
-
-    def _pending(self) -> int:
-        return len(self._done_ids) + len(self._fail_ids) + len(self._callback_jobs)
-
-    async def _flusher(self) -> None:
-        delay = self.settings.settle_delay
-        batch = self.settings.settle_batch
-        while True:
-            await self._settle.wait()
-            if delay > 0 and self._pending() < batch:
-                await asyncio.sleep(delay)
-            self._settle.clear()
-            self._flushing = True
-            try:
-                await self._flush_once()
-            except Exception:  # a bug must not stop outcomes from being written
-                log.exception("settling error", extra={"action": "settle_error"})
-                self._adopt = True
-            finally:
-                self._flushing = False
-            if self._pending():
-                self._settle.set()
-            else:
-                self._settled.set()
-
-    async def _flush_once(self) -> None:
-        """Write the outcomes gathered so far (at most ``settle_batch`` of each kind)."""
-        n = self.settings.settle_batch
-        done_ids, self._done_ids = self._done_ids[:n], self._done_ids[n:]
-        done_results, self._done_results = self._done_results[:n], self._done_results[n:]
-        done_tasks, self._done_tasks = self._done_tasks[:n], self._done_tasks[n:]
-        fail_ids, self._fail_ids = self._fail_ids[:n], self._fail_ids[n:]
-        fail_msgs, self._fail_messages = self._fail_messages[:n], self._fail_messages[n:]
-        fail_retry, self._fail_retryable = self._fail_retryable[:n], self._fail_retryable[n:]
-        fail_tasks, self._fail_tasks = self._fail_tasks[:n], self._fail_tasks[n:]
-        callbacks, self._callback_jobs = self._callback_jobs[:n], self._callback_jobs[n:]
-
-        if done_ids:
-            ids = _int_array(done_ids)
-            with_results = None if all(r is None for r in done_results) else done_results
-            written = await self._retrying(
-                partial(
-                    self._execute,
-                    self.queries.complete_jobs,
-                    {"job_ids": ids, "results": with_results},
-                ),
-                # A result PostgreSQL refuses (e.g. NaN in JSON) must not block the jobs.
-                fallback=partial(
-                    self._execute, self.queries.complete_jobs, {"job_ids": ids, "results": None}
-                ),
-                job_ids=done_ids,
-            )
-            if written is not None:
-                for task, count in collections.Counter(done_tasks).items():
-                    self.metrics.completed(task).inc(count)
-        if fail_ids:
-            rows = await self._retrying(
-                partial(
-                    self._execute,
-                    self.queries.fail_jobs,
-                    {"job_ids": fail_ids, "messages": fail_msgs, "retryable": fail_retry},
-                ),
-                job_ids=fail_ids,
-            )
-            outcomes = dict(rows or [])
-            for job_id, task in zip(fail_ids, fail_tasks, strict=True):
-                outcome = outcomes.get(job_id)
-                if outcome == "retry":
-                    self.metrics.retried(task).inc()
-                elif outcome == "failed":
-                    self.metrics.failed(task).inc()
-                    event(
-                        log,
-                        logging.WARNING,
-                        "job_failed",
-                        f"job {job_id} failed for good",
-                        job_id=job_id,
-                        task=task,
-                    )
-        for job in callbacks:
-            await self._retrying(
-                partial(
-                    self._execute,
-                    self.queries.await_callback,
-                    {"job_id": job.id, "deadline": self.settings.callback_deadline},
-                ),
-                job_ids=[job.id],
-            )
-            self.metrics.awaiting(job.task).inc()
-
-    async def _drain_settlements(self) -> None:
-        while self._pending() or self._flushing:
-            self._settled.clear()
-            self._settle.set()
-            await self._settled.wait()
-
-    async def _retrying(
-        self,
-        op: Callable[[], Awaitable[T]],
-        *,
-        job_ids: list[int],
-        fallback: Callable[[], Awaitable[T]] | None = None,
-    ) -> T | None:
-        """Write outcomes of ``job_ids`` with ``op`` until it succeeds.
-
-        Connection errors are retried with backoff for as long as it takes. A statement that
-        PostgreSQL refuses is tried once more as ``fallback``; if that is refused too, the jobs
-        are given up here and adopted again (run once more) on the next claim, rather than
-        staying locked by a live worker.
-        """
-        backoff = 0.05
-        try:
-            while True:
-                try:
-                    return await op()
-                except CONNECTION_ERRORS as exc:
-                    event(log, logging.WARNING, "write_failed", f"writing outcomes failed: {exc}")
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, 5.0)
-                except psycopg.Error as exc:
-                    if fallback is None:
-                        event(
-                            log,
-                            logging.ERROR,
-                            "write_refused",
-                            f"outcomes refused by the database, jobs will run again: {exc}",
-                            job_ids=job_ids,
-                        )
-                        self._adopt = True
-                        return None
-                    event(log, logging.WARNING, "write_refused", f"retrying without: {exc}")
-                    op, fallback = fallback, None
-        finally:
-            self._known.difference_update(job_ids)
-
-    async def _execute(self, query: Any, params: dict[str, Any]) -> list[Any]:
-        params["worker_id"] = self.worker_id
-        async with self.pool.connection() as conn:
-            cur = await conn.execute(query, params)
-            return await cur.fetchall() if cur.description is not None else []
+    def _adopt_later(self) -> None:
+        """Outcomes were refused: look for this worker's locked jobs on the next claim."""
+        self._adopt = True
 
     async def _send_probe(self, token: str) -> None:
-        await self._execute(self.queries.notify_probe, {"token": token})
+        await self.settler.execute(self.queries.notify_probe, {"token": token})
 
     async def _sleep_unless_stopping(self, seconds: float) -> None:
         await wait_event(self._wake, seconds)
-
-
-def _int_array(values: list[int]) -> str:
-    """A PostgreSQL array literal of integers (much cheaper to send than a dumped list)."""
-    return "{" + ",".join(map(str, values)) + "}"
