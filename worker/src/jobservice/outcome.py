@@ -39,11 +39,15 @@ class Outcome:
     """The verdict on one attempt.
 
     ``result`` is JSON text (``COMPLETED`` only); ``message`` the error (``RETRY``/``FAILED``).
+    ``unreachable`` marks a ``RETRY`` where the function never got the request (connection
+    refused or reset before it was sent, or a gateway's 502/503/504 that did not come from the
+    function): such an attempt is not the function's fault and does not count.
     """
 
     kind: Kind
     result: str | None = None
     message: str | None = None
+    unreachable: bool = False
 
     @property
     def retryable(self) -> bool:
