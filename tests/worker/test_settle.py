@@ -94,3 +94,95 @@ async def test_an_outcome_the_database_refuses_is_given_up_for_adoption(db_conni
     assert written == [job.id]
     locked = await _rows(db_conninfo, "SELECT locked_by FROM app_jobs.jobs")
     assert locked == [(WORKER,)]
+
+
+def _count(metrics: Metrics, name: str, **labels: str) -> float:
+    value = metrics.registry.get_sample_value(name, labels)
+    return 0.0 if value is None else value
+
+
+async def _steal(conninfo: str, job_id: int, holder: str) -> None:
+    async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
+        await conn.execute(
+            "UPDATE app_jobs.jobs SET locked_by = %s WHERE id = %s", [holder, job_id]
+        )
+
+
+async def test_outcomes_of_jobs_taken_away_are_counted_apart_and_logged_with_the_holder(
+    db_conninfo: str, caplog: Any
+) -> None:
+    jobs = await _claimed(db_conninfo, 4)
+    await _steal(db_conninfo, jobs[1].id, "rescuer-worker")
+    await _steal(db_conninfo, jobs[3].id, "rescuer-worker")
+    written: list[int] = []
+    async with AsyncConnectionPool(db_conninfo, open=False) as pool:
+        settler = _settler(pool, written, [])
+        metrics = settler.metrics
+        settler.completed(jobs[0], None)
+        settler.completed(jobs[1], None)
+        settler.failed(jobs[2], "boom", retryable=False)
+        settler.failed(jobs[3], "boom", retryable=False)
+        with caplog.at_level("WARNING", logger="jobservice.worker"):
+            await settler.flush_once()
+
+    assert _count(metrics, "jobs_completed_total", task="settle") == 1
+    assert _count(metrics, "jobs_failed_total", task="settle") == 1
+    assert _count(metrics, "jobs_outcomes_refused_total", task="settle", outcome="completed") == 1
+    assert _count(metrics, "jobs_outcomes_refused_total", task="settle", outcome="failed") == 1
+    refused = [r for r in caplog.records if getattr(r, "action", None) == "outcome_refused"]
+    assert sorted((r.job_id, r.outcome, r.holder) for r in refused) == sorted(  # type: ignore[attr-defined]
+        [(jobs[1].id, "completed", "rescuer-worker"), (jobs[3].id, "failed", "rescuer-worker")]
+    )
+    assert all("locked by rescuer-worker" in r.getMessage() for r in refused)
+    still = await _rows(db_conninfo, "SELECT id, locked_by FROM app_jobs.jobs ORDER BY id")
+    assert still == [(jobs[1].id, "rescuer-worker"), (jobs[3].id, "rescuer-worker")]
+
+
+async def test_an_outcome_already_written_by_a_lost_reply_is_not_refused(
+    db_conninfo: str, caplog: Any
+) -> None:
+    jobs = await _claimed(db_conninfo, 2)
+    async with await psycopg.AsyncConnection.connect(db_conninfo, autocommit=True) as conn:
+        # The first statement committed but its reply was lost: the retry finds the work done.
+        await conn.execute("SELECT app_jobs.complete_jobs(%s, %s)", [WORKER, [jobs[0].id]])
+        await conn.execute(
+            "SELECT app_jobs.fail_jobs(%s, %s, %s)", [WORKER, [jobs[1].id], ["try later"]]
+        )
+    async with AsyncConnectionPool(db_conninfo, open=False) as pool:
+        settler = _settler(pool, [], [])
+        settler.completed(jobs[0], None)
+        settler.failed(jobs[1], "try later", retryable=True)
+        with caplog.at_level("WARNING", logger="jobservice.worker"):
+            await settler.flush_once()
+    assert _count(settler.metrics, "jobs_completed_total", task="settle") == 1
+    assert (
+        _count(settler.metrics, "jobs_outcomes_refused_total", task="settle", outcome="failed") == 0
+    )
+    assert not [r for r in caplog.records if getattr(r, "action", None) == "outcome_refused"]
+
+
+async def test_unreachable_jobs_are_released_with_their_attempt_back_after_a_delay(
+    db_conninfo: str,
+) -> None:
+    jobs = await _claimed(db_conninfo, 3)
+    await _steal(db_conninfo, jobs[2].id, "someone-else")
+    async with AsyncConnectionPool(db_conninfo, open=False) as pool:
+        settler = _settler(pool, [], [])
+        settler.unreachable(jobs[0], 30.0, "request to http://fn failed: connection refused")
+        settler.unreachable(jobs[1], 0.0, None)
+        settler.unreachable(jobs[2], 0.0, None)
+        await settler.flush_once()
+    rows = await _rows(
+        db_conninfo,
+        "SELECT id, locked_by, attempts, last_error, run_at > now() + interval '20 seconds'"
+        " FROM app_jobs.jobs ORDER BY id",
+    )
+    assert rows == [
+        (jobs[0].id, None, 0, "request to http://fn failed: connection refused", True),
+        (jobs[1].id, None, 0, None, False),
+        (jobs[2].id, "someone-else", 1, None, False),
+    ]
+    assert (
+        _count(settler.metrics, "jobs_outcomes_refused_total", task="settle", outcome="released")
+        == 1
+    )

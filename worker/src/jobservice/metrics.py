@@ -5,6 +5,11 @@ Counters by task: ``jobs_claimed_total``, ``jobs_completed_total``, ``jobs_faile
 ``jobs_awaiting_callback_total``; histogram ``jobs_duration_seconds`` (dispatch → reply);
 gauges by task refreshed by a periodic query: ``jobs_queue_depth`` (runnable, waiting),
 ``jobs_running``, ``jobs_queue_lag_seconds`` (age of the oldest runnable job).
+
+Faults: ``jobs_unreachable_total`` by task (dispatches that never reached the function; no
+attempt used), ``jobs_route_breaker_open`` by route (1 while its breaker is open or half-open),
+``jobs_outcomes_refused_total`` by task and outcome (``completed``/``failed`` outcomes the
+database refused because the job had been taken away), ``jobs_rescued_total`` by outcome.
 """
 
 from __future__ import annotations
@@ -82,6 +87,37 @@ class Metrics:
             "jobs_notifications_ok", "1 while LISTEN/NOTIFY wake-ups arrive", registry=r
         )
         self.notifications_ok.set(1)
+        self.insecure_callbacks = Gauge(
+            "jobs_insecure_callbacks",
+            "1 when unsigned callbacks are accepted (JOBS_INSECURE_CALLBACKS=true)",
+            registry=r,
+        )
+        self.unreachable = _ByTask(
+            Counter(
+                "jobs_unreachable",
+                "Dispatches that did not reach the function (no attempt used)",
+                ["task"],
+                registry=r,
+            )
+        )
+        self.breaker_open = Gauge(
+            "jobs_route_breaker_open",
+            "1 while the breaker of a function route is open or half-open",
+            ["route"],
+            registry=r,
+        )
+        self.refused = Counter(
+            "jobs_outcomes_refused",
+            "Outcomes the database refused because the job was no longer this worker's",
+            ["task", "outcome"],
+            registry=r,
+        )
+        self.rescued = Counter(
+            "jobs_rescued",
+            "Jobs taken back from dead workers by this worker's rescues",
+            ["outcome"],
+            registry=r,
+        )
         self._seen_tasks: set[str] = set()
 
     def render(self) -> bytes:

@@ -52,6 +52,8 @@ class Queries:
         self.runnable_tasks = self["runnable_tasks"]
         self.complete_jobs = self["complete_jobs"]
         self.fail_jobs = self["fail_jobs"]
+        self.release_unreachable_jobs = self["release_unreachable_jobs"]
+        self.job_holders = self["job_holders"]
         self.await_callback = self["await_callback"]
         self.expire_callback_deadlines = self["expire_callback_deadlines"]
         self.report_progress = self["report_progress"]

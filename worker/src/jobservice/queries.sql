@@ -32,6 +32,18 @@ SELECT job_id, outcome
   FROM {schema}.fail_jobs(%(worker_id)s::text, %(job_ids)s::bigint[],
                           %(messages)s::text[], %(retryable)s::boolean[]);
 
+-- name: release_unreachable_jobs
+-- Jobs whose function could not be reached: unlocked, attempt given back, runnable after delay.
+SELECT * FROM {schema}.release_unreachable_jobs(%(worker_id)s::text, %(job_ids)s::bigint[],
+                                                %(delays)s::float8[], %(messages)s::text[]);
+
+-- name: job_holders
+-- Who holds these jobs now, or how they finished (for outcomes the database refused).
+SELECT u.id, j.locked_by, j.last_error, h.status, h.worker_id
+  FROM unnest(%(job_ids)s::bigint[]) AS u(id)
+  LEFT JOIN {schema}.jobs j ON j.id = u.id
+  LEFT JOIN {schema}.job_history h ON h.job_id = u.id;
+
 -- name: await_callback
 SELECT {schema}.await_callback(%(worker_id)s::text, %(job_id)s::bigint,
                                now() + make_interval(secs => %(deadline)s));
@@ -47,8 +59,10 @@ SELECT {schema}.report_progress(%(worker_id)s::text, %(job_id)s::bigint,
 SELECT {schema}.worker_heartbeat(%(worker_id)s::text, %(info)s::json);
 
 -- name: rescue_dead_workers
+-- heard_for: how long this worker has been in continuous contact with the database (0003).
 SELECT job_id, worker_id, outcome
-  FROM {schema}.rescue_dead_workers(make_interval(secs => %(dead_after)s));
+  FROM {schema}.rescue_dead_workers(make_interval(secs => %(dead_after)s),
+                                    make_interval(secs => %(heard_for)s));
 
 -- name: unregister_worker
 SELECT {schema}.unregister_worker(%(worker_id)s::text);

@@ -6,6 +6,17 @@ errors are retried with backoff for as long as it takes. A statement PostgreSQL 
 once more without the results (a result it cannot store must not block the jobs); if that is
 refused too, the jobs are given up here and :attr:`Settler.on_refused` asks the worker to adopt
 them again, rather than leaving them locked by a live worker.
+
+What the database actually did is what is counted: ``complete_jobs``, ``fail_jobs`` and
+``release_unreachable_jobs`` return the jobs they changed. A job missing from that answer was
+no longer this worker's (rescued, expired, cancelled): its outcome is *refused*, logged
+(``action: outcome_refused``) with the job and who holds it now, and counted in
+``jobs_outcomes_refused_total`` instead of ``jobs_completed_total``/``jobs_failed_total``. A job
+missing because the statement's reply was lost after it committed (the retry finds the work
+done by this worker) is counted as written.
+
+Jobs whose function could not be reached are released with ``release_unreachable_jobs``: their
+attempt is given back and they are runnable again after the route's breaker delay.
 """
 
 from __future__ import annotations
@@ -66,6 +77,10 @@ class Settler:
         self._fail_retryable: list[bool] = []
         self._fail_tasks: list[str] = []
         self._callback_jobs: list[Job] = []
+        self._free_ids: list[int] = []
+        self._free_delays: list[float] = []
+        self._free_messages: list[str | None] = []
+        self._free_tasks: list[str] = []
         self._wanted = asyncio.Event()
         self._settled = asyncio.Event()
         self._flushing = False
@@ -92,10 +107,27 @@ class Settler:
         self._callback_jobs.append(job)
         self._wanted.set()
 
+    def unreachable(self, job: Job, delay: float, message: str | None) -> None:
+        """Give ``job`` back without using its attempt, runnable again in ``delay`` seconds.
+
+        ``message`` (the connection error) becomes its ``last_error``; ``None`` keeps it (a job
+        released before it was dispatched).
+        """
+        self._free_ids.append(job.id)
+        self._free_delays.append(delay)
+        self._free_messages.append(message)
+        self._free_tasks.append(job.task)
+        self._wanted.set()
+
     @property
     def pending(self) -> int:
         """Outcomes gathered and not yet written."""
-        return len(self._done_ids) + len(self._fail_ids) + len(self._callback_jobs)
+        return (
+            len(self._done_ids)
+            + len(self._fail_ids)
+            + len(self._callback_jobs)
+            + len(self._free_ids)
+        )
 
     # -- writing ----------------------------------------------------------------------------
 
@@ -138,10 +170,14 @@ class Settler:
         fail_ids, fail_msgs = self._take("_fail_ids"), self._take("_fail_messages")
         fail_retry, fail_tasks = self._take("_fail_retryable"), self._take("_fail_tasks")
         callbacks: list[Job] = self._take("_callback_jobs")
+        free_ids, free_delays = self._take("_free_ids"), self._take("_free_delays")
+        free_msgs, free_tasks = self._take("_free_messages"), self._take("_free_tasks")
         if done_ids:
             await self._write_completed(done_ids, done_results, done_tasks)
         if fail_ids:
             await self._write_failed(fail_ids, fail_msgs, fail_retry, fail_tasks)
+        if free_ids:
+            await self._write_released(free_ids, free_delays, free_msgs, free_tasks)
         for job in callbacks:
             params = {"job_id": job.id, "deadline": self.callback_deadline}
             await self._retrying(
@@ -161,9 +197,17 @@ class Settler:
             fallback=partial(self.execute, query, {"job_ids": array, "results": None}),
             job_ids=ids,
         )
-        if written is not None:
-            for task, count in collections.Counter(tasks).items():
-                self.metrics.completed(task).inc(count)
+        if written is None:
+            return
+        done = {row[0] for row in written}
+        if len(done) < len(ids):
+            missing = {i: t for i, t in zip(ids, tasks, strict=True) if i not in done}
+            ours = await self._refused(missing, "completed", {})
+            done |= ours
+        for task, count in collections.Counter(
+            t for i, t in zip(ids, tasks, strict=True) if i in done
+        ).items():
+            self.metrics.completed(task).inc(count)
 
     async def _write_failed(
         self, ids: list[int], messages: list[str | None], retryable: list[bool], tasks: list[str]
@@ -172,7 +216,14 @@ class Settler:
         rows = await self._retrying(
             partial(self.execute, self.queries.fail_jobs, params), job_ids=ids
         )
-        outcomes = dict(rows or [])
+        if rows is None:
+            return
+        outcomes = dict(rows)
+        if len(outcomes) < len(ids):
+            missing = {i: t for i, t in zip(ids, tasks, strict=True) if i not in outcomes}
+            sent = {i: m for i, m in zip(ids, messages, strict=True) if i in missing}
+            for job_id in await self._refused(missing, "failed", sent):
+                outcomes[job_id] = "written"
         for job_id, task in zip(ids, tasks, strict=True):
             outcome = outcomes.get(job_id)
             if outcome == "retry":
@@ -187,6 +238,61 @@ class Settler:
                     job_id=job_id,
                     task=task,
                 )
+
+    async def _write_released(
+        self, ids: list[int], delays: list[float], messages: list[str | None], tasks: list[str]
+    ) -> None:
+        params = {"job_ids": ids, "delays": delays, "messages": messages}
+        rows = await self._retrying(
+            partial(self.execute, self.queries.release_unreachable_jobs, params), job_ids=ids
+        )
+        if rows is None:
+            return
+        released = {row[0] for row in rows}
+        if len(released) < len(ids):
+            missing = {i: t for i, t in zip(ids, tasks, strict=True) if i not in released}
+            await self._refused(missing, "released", {})
+
+    async def _refused(
+        self, missing: dict[int, str], kind: str, sent_messages: dict[int, str | None]
+    ) -> set[int]:
+        """Log and count outcomes the database did not apply; returns the ids that were in
+        fact written by this worker (a retried statement whose first reply was lost)."""
+        holders: list[Any]
+        try:
+            holders = await self.execute(self.queries.job_holders, {"job_ids": list(missing)})
+        except psycopg.Error:
+            holders = [(job_id, "?", None, None, None) for job_id in missing]
+        ours: set[int] = set()
+        for job_id, locked_by, last_error, status, finished_by in holders:
+            task = missing[job_id]
+            found = (locked_by, last_error, status, finished_by)
+            if _written_by_us(kind, self.worker_id, found, sent_messages.get(job_id)):
+                ours.add(job_id)
+                continue
+            if locked_by == "?":
+                holder = "holder unknown: the database could not be asked"
+            elif locked_by is not None:
+                holder = f"locked by {locked_by}"
+            elif status is not None:
+                holder = f"{status} by {finished_by}"
+            else:
+                holder = "back in the queue"
+            self.metrics.refused.labels(task=task, outcome=kind).inc()
+            event(
+                log,
+                logging.WARNING,
+                "outcome_refused",
+                f"job {job_id}: {kind} outcome refused, the job is no longer this worker's"
+                f" ({holder})",
+                job_id=job_id,
+                task=task,
+                outcome=kind,
+                worker_id=self.worker_id,
+                holder=locked_by or finished_by,
+                holder_state=holder,
+            )
+        return ours
 
     async def _retrying(
         self,
@@ -227,6 +333,28 @@ class Settler:
         async with self.pool.connection() as conn:
             cur = await conn.execute(query, params)
             return await cur.fetchall() if cur.description is not None else []
+
+
+def _written_by_us(
+    kind: str,
+    worker_id: str,
+    holder: tuple[str | None, str | None, str | None, str | None],
+    sent_message: str | None,
+) -> bool:
+    """Whether a job missing from a statement's answer shows this worker's own write.
+
+    ``holder`` is ``(locked_by, last_error, status, finished_by)`` from ``job_holders``.
+    """
+    locked_by, last_error, status, finished_by = holder
+    if locked_by is not None:
+        return False
+    if kind == "completed":
+        return status == "completed" and finished_by == worker_id
+    if kind == "failed":
+        if status is not None:
+            return status == "failed" and finished_by == worker_id
+        return sent_message is not None and last_error == sent_message
+    return False
 
 
 def _int_array(values: list[int]) -> str:

@@ -14,6 +14,11 @@
 - Database errors never stop it: every statement is retried with backoff; when a claim's reply
   was lost, the jobs that the database locked for this worker are found and run
   (``adopt_jobs``), so nothing stays locked by a live worker without running.
+- A dispatch that did not reach its function (``Outcome.unreachable``) uses no attempt: the
+  job is released (``release_unreachable_jobs``) and the route's breaker
+  (:mod:`jobservice.breaker`) opens: the jobs this worker holds for that route are released
+  too, its tasks are left out of claims until the breaker half-opens, and jobs of other routes
+  keep running.
 - :meth:`Worker.run` returns after ``stop`` is set: it stops claiming, lets in-flight jobs finish
   for at most ``shutdown_grace`` seconds, writes their outcomes and releases the rest
   (``unregister_worker``).
@@ -33,6 +38,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from jobservice.aio import wait_event
+from jobservice.breaker import Breakers, route_key
 from jobservice.config import Settings
 from jobservice.dispatch import Dispatcher
 from jobservice.job import Job
@@ -75,7 +81,8 @@ class Worker:
             callback_url=settings.callback_url,
             concurrency=settings.concurrency,
             timeout_for=settings.timeout_for,
-            signing_secret=settings.signing_secret,
+            signing_secret=settings.signing_secrets or None,
+            max_reply_bytes=settings.max_reply_bytes,
         )
         self.listener = Listener(
             settings.conninfo,
@@ -116,6 +123,11 @@ class Worker:
         self._idle.set()
         self._stopping = False
         self._adopt = False
+        self.breakers = Breakers(
+            base=settings.route_backoff_min, cap=max(settings.route_backoff_max, 0.001)
+        )
+        self._open_routes: set[str] = set()
+        self._route_keys: dict[str, str] = {}
 
         self.settler = Settler(
             pool,
@@ -312,6 +324,8 @@ class Worker:
         """
         base = self.router.task_filter
         saturated = [t for t, n in self._limits.items() if self._task_running.get(t, 0) >= n]
+        if self._open_routes:
+            saturated += self.breakers.blocked_tasks(time.monotonic())
         if not saturated:
             return base
         if base is None:
@@ -405,7 +419,13 @@ class Worker:
         try:
             route = self.router.route(job.task)
             if type(route) is HttpRoute:
-                finish(await self.dispatcher.http(job, route.url))
+                result = await self.dispatcher.http(job, route.url)
+                if result.unreachable:
+                    self._unreachable(job, started, route.url, result)
+                    return
+                if self._open_routes:
+                    self._route_reached(route.url)
+                finish(result)
             else:
                 assert not isinstance(route, HttpRoute)
                 await self.dispatcher.asgi(job, route.target, route.app, finish)
@@ -444,6 +464,92 @@ class Worker:
                 worker_id=self.worker_id,
             )
         self._release_slot(job.task)
+
+    # -- unreachable functions -----------------------------------------------------------------
+
+    def _key(self, url: str) -> str:
+        key = self._route_keys.get(url)
+        if key is None:
+            key = self._route_keys[url] = route_key(url)
+        return key
+
+    def _unreachable(self, job: Job, started: float, url: str, result: Outcome) -> None:
+        """``job`` never reached its function: give it back, open the route's breaker."""
+        if job.finished or job.id not in self._known:
+            return
+        job.finished = True
+        key = self._key(url)
+        now = time.monotonic()
+        opened = self.breakers.unreachable(key, job.task, now)
+        delay = self.breakers.remaining(key, now)
+        self.settler.unreachable(job, delay, result.message)
+        self.metrics.unreachable(job.task).inc()
+        event(
+            log,
+            logging.INFO,
+            "job_unreachable",
+            f"{result.message}; job released without using an attempt",
+            job_id=job.id,
+            task=job.task,
+            attempt=job.attempts,
+            route=key,
+            worker_id=self.worker_id,
+        )
+        if opened is not None:
+            self._open_routes.add(key)
+            self.metrics.breaker_open.labels(route=key).set(1)
+            held = self._hold_back(key, delay)
+            event(
+                log,
+                logging.WARNING,
+                "breaker_opened",
+                f"function route {key} unreachable ({result.message}); no jobs for it for"
+                f" {opened.seconds:.1f} s, {held} held job(s) released",
+                route=key,
+                task=job.task,
+                job_id=job.id,
+                seconds=round(opened.seconds, 3),
+                failures=opened.failures,
+                released=held,
+                worker_id=self.worker_id,
+            )
+        self._release_slot(job.task)
+
+    def _hold_back(self, key: str, delay: float) -> int:
+        """Release the jobs held (prefetched or waiting for a slot) for the route ``key``."""
+
+        def blocked(job: Job) -> bool:
+            route = self.router.route(job.task)
+            return type(route) is HttpRoute and self._key(route.url) == key
+
+        held = [job for job in self._ready if blocked(job)]
+        if held:
+            self._ready = deque(job for job in self._ready if not blocked(job))
+        for task, queue in self._waiting.items():
+            if queue and blocked(queue[0]):
+                held += queue
+                self._n_waiting -= len(queue)
+                self._waiting[task] = deque()
+        for job in held:
+            job.finished = True
+            self.settler.unreachable(job, delay, None)
+        if self._running == 0 and self._n_waiting == 0 and not self._ready:
+            self._idle.set()
+        return len(held)
+
+    def _route_reached(self, url: str) -> None:
+        key = self._key(url)
+        if key in self._open_routes and self.breakers.reached(key):
+            self._open_routes.discard(key)
+            self.metrics.breaker_open.labels(route=key).set(0)
+            event(
+                log,
+                logging.INFO,
+                "breaker_closed",
+                f"function route {key} reachable again",
+                route=key,
+                worker_id=self.worker_id,
+            )
 
     def _release_slot(self, task: str) -> None:
         limit = self._limits.get(task)
