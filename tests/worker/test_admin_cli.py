@@ -1,5 +1,6 @@
-"""The operator commands of `jobs` against a real PostgreSQL: add, status, list, retry, cancel,
-prune, stats; bad input gets one line naming the argument and exit status 2."""
+"""The operator commands of `jobs`, called in process (``main``) against a real PostgreSQL: add
+(and --wait), status, list, retry, cancel, prune, stats; bad input gets one line naming the
+argument and exit status 2. tests/ops/test_cli.py drives the console script in depth."""
 
 from __future__ import annotations
 
@@ -62,15 +63,18 @@ def test_add_then_status_shows_the_queued_job(capsys: pytest.CaptureFixture[str]
     assert main(["status", str(job_id), "--json"]) == 0
     status = json.loads(capsys.readouterr().out)
     assert status["status"] == "queued"
-    assert status["task_identifier"] == "report"
+    assert status["task"] == "report"
     assert status["attempts"] == 0
 
 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["report", "{not json", "--db-id", DB], "jobs add: PAYLOAD: expected JSON"),
-        (["report", "{}", "--db-id", "nope"], "jobs add: --db-id: expected a UUID (got 'nope')"),
+        (["report", "{not json", "--db-id", DB], "jobs add: --payload: expected JSON"),
+        (
+            ["report", "{}", "--db-id", "nope"],
+            "jobs add: --database-id: expected a UUID (got 'nope')",
+        ),
         (
             ["report", "{}", "--db-id", DB, "--run-at", "2030-01-01T10:00"],
             "jobs add: --run-at: expected a time zone",
@@ -131,33 +135,26 @@ def test_list_cancel_retry_and_prune(capsys: pytest.CaptureFixture[str], databas
 
     assert main(["list", "--failed"]) == 0
     table = capsys.readouterr().out.splitlines()
-    assert table[0].split() == [
-        "job_id",
-        "task_identifier",
-        "status",
-        "attempts",
-        "run_at",
-        "last_error",
-    ]
+    assert table[0].split()[:3] == ["id", "task", "status"]
     assert [line.split()[:3] for line in table[1:]] == [[str(queued), "report", "failed"]]
     assert table[1].endswith("the printer is on fire")
     assert main(["list", "--running", "--json"]) == 0
-    assert [row["job_id"] for row in json.loads(capsys.readouterr().out)] == [running]
+    assert [row["id"] for row in json.loads(capsys.readouterr().out)] == [running]
 
     assert main(["retry", str(queued)]) == 0
     assert f"job {queued}: queued again" in capsys.readouterr().out
     assert main(["retry", str(queued)]) == 1
-    assert "is not a failed job" in capsys.readouterr().out
+    assert "not failed or cancelled (is queued)" in capsys.readouterr().out
 
     assert main(["cancel", str(queued), "--message", "not needed"]) == 0
-    assert f"job {queued}: failed for good" in capsys.readouterr().out
+    assert f"job {queued}: cancelled" in capsys.readouterr().out
     assert main(["cancel", str(running)]) == 1
-    assert "not cancelled" in capsys.readouterr().out
+    assert "not cancelled (is running)" in capsys.readouterr().out
 
-    assert main(["list", "--failed", "--json"]) == 0
-    [failed] = json.loads(capsys.readouterr().out)
-    assert failed["job_id"] == queued
-    assert failed["last_error"] == "not needed"
+    assert main(["list", "--cancelled", "--json"]) == 0
+    [cancelled] = json.loads(capsys.readouterr().out)
+    assert cancelled["id"] == queued
+    assert cancelled["last_error"] == "not needed"
 
     assert main(["prune", "--older-than", "1d"]) == 0
     assert "pruned 0 finished jobs" in capsys.readouterr().out
@@ -176,10 +173,10 @@ def test_stats_counts_by_task(capsys: pytest.CaptureFixture[str], database: str)
 
     assert main(["stats", "--json"]) == 0
     stats = {row["task"]: row for row in json.loads(capsys.readouterr().out)}
-    assert stats["report"]["queued"] == 1
-    assert stats["report"]["completed_24h"] == 1
-    assert stats["export"]["queued"] == 1
-    assert stats["export"]["completed_24h"] == 0
+    assert stats["report"]["completed_1h"] == 1
+    assert stats["report"]["scheduled"] == 1
+    assert stats["export"]["scheduled"] == 1
+    assert stats["export"]["completed_1h"] == 0
 
 
 def test_the_console_script_reads_the_environment(database: str) -> None:
