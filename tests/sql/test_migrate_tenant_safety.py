@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 
 import psycopg
+import pytest
 from psycopg.rows import dict_row
 
 from jobservice.migrate import load_migrations, migrate
@@ -113,11 +114,18 @@ def _check_adopted(conninfo: str, before: list[dict[str, object]]) -> None:
         assert public == {"n": 0}
 
 
+@pytest.mark.parametrize("renamed", [False, True], ids=["as-shipped", "renamed-constraints"])
 def test_a_0_16_0_database_gets_per_tenant_keys_and_keeps_its_jobs(
-    empty_db_conninfo: str,
+    empty_db_conninfo: str, renamed: bool
 ) -> None:
     _build_reference(empty_db_conninfo)
     with psycopg.connect(empty_db_conninfo, autocommit=True, row_factory=dict_row) as conn:
+        if renamed:  # an installation that gave its unique constraints names of its own
+            conn.execute("ALTER TABLE app_jobs.jobs RENAME CONSTRAINT jobs_key_key TO job_key_u")
+            conn.execute(
+                "ALTER TABLE app_jobs.scheduled_jobs"
+                " RENAME CONSTRAINT scheduled_jobs_key_key TO schedule_key_u"
+            )
         _fill(conn, claim="SELECT app_jobs.get_job('worker-1', ARRAY['sync'])")
         conn.execute("UPDATE app_jobs.jobs SET queue_name = NULL")
         before = conn.execute(SNAPSHOT).fetchall()

@@ -6,7 +6,10 @@ from mailer import Message, send
 send(Message.build(to="a@example.com", subject="Hi", text="Hello"))
 ```
 Configuration comes from the environment (see :mod:`mailer.config`). Every error is a
-:class:`MailerError`; its ``retryable`` tells a job whether to try again.
+:class:`MailerError`; its ``retryable`` tells a job whether to try again. A message that cannot
+be built (a bad field, a header with a line break, more than one address in one value) raises
+:class:`InvalidMessageError`, never retryable. :func:`mask_link` / :func:`mask_links` hide the
+tokens of links before they are logged (dry runs).
 """
 
 from __future__ import annotations
@@ -25,10 +28,12 @@ from mailer.errors import (
     RejectedError,
     TemporaryError,
 )
-from mailer.message import Message, check_address, check_header
+from mailer.message import LINE_BREAKS, Message, check_address, check_header, check_text
+from mailer.redact import mask_link, mask_links
 from mailer.send import send
 
 __all__ = [
+    "LINE_BREAKS",
     "ConfigurationError",
     "InvalidMessageError",
     "MailerError",
@@ -40,7 +45,10 @@ __all__ = [
     "TemporaryError",
     "check_address",
     "check_header",
+    "check_text",
     "default_sender",
     "load_settings",
+    "mask_link",
+    "mask_links",
     "send",
 ]

@@ -26,7 +26,8 @@ class ConfigurationError(MailerError):
 
 
 class InvalidMessageError(MailerError):
-    """The message itself cannot be sent (missing field, CR/LF in a header, bad address)."""
+    """The message cannot be built: a missing field, a line break or control character in a
+    header, a value that is not exactly one address, text that is not valid Unicode."""
 
     retryable = False
 

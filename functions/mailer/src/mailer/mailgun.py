@@ -5,16 +5,14 @@ from __future__ import annotations
 import requests
 
 from mailer.config import MailgunSettings
-from mailer.errors import ConfigurationError, RejectedError, TemporaryError
-from mailer.message import Message
+from mailer.errors import ConfigurationError, InvalidMessageError, RejectedError, TemporaryError
+from mailer.message import Message, address_of
 
 
 def dev_recipient(address: str, dev_email: str) -> str:
     """``a@b.c`` redirected to ``dev+a_at_b.c@<dev domain>`` (the ``MAILGUN_DEV_EMAIL`` rule)."""
-    local, _, domain = dev_email.rpartition("@")
-    mangled = address.strip().replace("@", "_at_")
-    if "<" in mangled:
-        mangled = mangled[mangled.index("<") + 1 : mangled.rindex(">")]
+    local, _, domain = address_of(dev_email).rpartition("@")
+    mangled = address_of(address).replace("@", "_at_")
     return f"{local}+{mangled}@{domain}"
 
 
@@ -39,6 +37,14 @@ def form_fields(message: Message, settings: MailgunSettings) -> list[tuple[str, 
     return fields
 
 
+def _encoded(name: str, value: str) -> bytes:
+    """A form field as UTF-8; a value that cannot be encoded is a message that cannot be built."""
+    try:
+        return value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidMessageError(f"Field '{name}' is not valid Unicode text") from None
+
+
 def _reason(response: requests.Response) -> str:
     try:
         body = response.json()
@@ -57,7 +63,7 @@ def send_mailgun(
     5xx, 429, timeouts and connection errors raise :class:`TemporaryError`; other 4xx raise
     :class:`RejectedError` with Mailgun's reason.
     """
-    fields = form_fields(message, settings)
+    fields = [(name, _encoded(name, value)) for name, value in form_fields(message, settings)]
     http = session or requests.Session()
     try:
         response = http.post(

@@ -19,8 +19,11 @@ def send(
     """Send ``message``; the provider's id for it.
 
     Without ``settings`` they are read from ``environ`` (default ``os.environ``). Raises a
-    :class:`mailer.MailerError` whose ``retryable`` says whether trying later may help.
+    :class:`mailer.MailerError` whose ``retryable`` says whether trying later may help; a
+    message that cannot be built (checked again here, whoever constructed it) raises
+    :class:`mailer.InvalidMessageError`, which is not retryable.
     """
+    message = message.checked()
     if settings is None:
         settings = load_settings(os.environ if environ is None else environ)
     if isinstance(settings, MailgunSettings):

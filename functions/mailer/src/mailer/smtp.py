@@ -8,12 +8,29 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid, parseaddr
 
 from mailer.config import SmtpSettings
-from mailer.errors import ConfigurationError, RejectedError, TemporaryError
+from mailer.errors import ConfigurationError, InvalidMessageError, RejectedError, TemporaryError
 from mailer.message import Message
 
 
 def mime_message(message: Message, sender: str) -> EmailMessage:
-    """The MIME message: a text part, an HTML part, or both as alternatives (pure)."""
+    """The MIME message: a text part, an HTML part, or both as alternatives (pure).
+
+    Anything the ``email`` package cannot turn into a message raises
+    :class:`InvalidMessageError` (not retryable), naming the reason.
+    """
+    try:
+        mime = _build_mime(message, sender)
+        mime.as_bytes()  # serialising is where some bad values surface
+    except InvalidMessageError:
+        raise
+    except Exception as exc:  # the email package raises many kinds on hostile input
+        raise InvalidMessageError(
+            f"The message cannot be built: {type(exc).__name__}: {exc}"[:500]
+        ) from None
+    return mime
+
+
+def _build_mime(message: Message, sender: str) -> EmailMessage:
     mime = EmailMessage()
     mime["From"] = sender
     mime["To"] = ", ".join(message.to)
