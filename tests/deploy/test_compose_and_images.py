@@ -39,6 +39,7 @@ def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def test_the_stack_has_every_part(compose: dict[str, Any]) -> None:
     assert set(services(compose)) == {
         "postgres",
+        "secrets",
         "migrate",
         "jobs",
         "simple-email",
@@ -49,7 +50,7 @@ def test_the_stack_has_every_part(compose: dict[str, Any]) -> None:
 
 
 def test_every_build_context_and_dockerfile_exists(compose: dict[str, Any]) -> None:
-    built = 0
+    built = set()
     for name, service in services(compose).items():
         build = service.get("build")
         if build is None:
@@ -58,8 +59,52 @@ def test_every_build_context_and_dockerfile_exists(compose: dict[str, Any]) -> N
         context = ROOT / build["context"]
         assert context.is_dir(), name
         assert (context / build["dockerfile"]).is_file(), name
-        built += 1
-    assert built == 5
+        built.add(build["dockerfile"])
+    assert built == set(DOCKERFILES)
+
+
+def test_base_images_are_variables_defaulting_to_the_public_images(
+    compose: dict[str, Any],
+) -> None:
+    stack = services(compose)
+
+    assert stack["postgres"]["image"] == "${POSTGRES_IMAGE:-postgres:16-alpine}"
+    assert stack["mailpit"]["image"].startswith("${MAILPIT_IMAGE:-axllent/mailpit:")
+    for name, service in stack.items():
+        if "build" in service:
+            assert service["build"]["args"] == {
+                "PYTHON_IMAGE": "${PYTHON_IMAGE:-python:3.11-slim}"
+            }, name
+
+
+OUR_SERVICES = ("secrets", "migrate", "jobs", "simple-email", "send-verification-link", "graphql")
+SIGNED = ("jobs", "simple-email", "send-verification-link")
+
+
+def test_our_containers_run_with_a_read_only_root_file_system(compose: dict[str, Any]) -> None:
+    stack = services(compose)
+    for name in OUR_SERVICES:
+        assert stack[name]["read_only"] is True, name
+        assert "user" not in stack[name], f"{name} runs as the image's non-root user"
+
+
+def test_the_job_service_and_functions_share_a_generated_signing_secret(
+    compose: dict[str, Any],
+) -> None:
+    stack = services(compose)
+    init = stack["secrets"]
+
+    assert init["command"] == ["sh", "/app/bin/init-secrets.sh", "/secrets"]
+    assert init["volumes"] == ["secrets:/secrets"]
+    assert init["environment"]["JOBS_SIGNING_SECRET"] == "${JOBS_SIGNING_SECRET:-}"
+    assert "secrets" in compose["volumes"]
+    for name in SIGNED:
+        service = stack[name]
+        assert service["environment"]["JOBS_SIGNING_SECRET_FILE"] == "/secrets/signing-secret"
+        assert "JOBS_SIGNING_SECRET" not in service["environment"], name
+        assert "JOBS_INSECURE_CALLBACKS" not in service["environment"], name
+        assert "secrets:/secrets:ro" in service["volumes"], name
+        assert service["depends_on"]["secrets"]["condition"] == "service_completed_successfully"
 
 
 def test_services_start_in_order(compose: dict[str, Any]) -> None:
@@ -70,7 +115,7 @@ def test_services_start_in_order(compose: dict[str, Any]) -> None:
 
     assert stack["migrate"]["command"] == ["jobs", "migrate"]
     assert condition("migrate", "postgres") == "service_healthy"
-    assert stack["jobs"]["command"] == ["jobs", "worker"]
+    assert stack["jobs"]["command"][-1].endswith("exec jobs worker")
     assert condition("jobs", "migrate") == "service_completed_successfully"
     assert condition("jobs", "simple-email") == "service_healthy"
     assert condition("jobs", "send-verification-link") == "service_healthy"
@@ -125,13 +170,20 @@ def test_the_link_function_asks_the_dev_graphql_api_for_the_demo_database(
     assert DEMO_DATABASE_ID in (ROOT / "devstack/src/devstack/demo.sql").read_text()
 
 
-def test_published_host_ports_are_distinct(compose: dict[str, Any]) -> None:
-    published = [
-        entry.split(":")[0]
-        for service in services(compose).values()
-        for entry in service.get("ports", [])
+PUBLISHED = re.compile(r"^127\.0\.0\.1:\$\{(?P<variable>[A-Z_]+):-(?P<default>\d+)\}:\d+$")
+
+
+def test_ports_are_published_on_loopback_only_each_overridable(compose: dict[str, Any]) -> None:
+    entries = [
+        entry for service in services(compose).values() for entry in service.get("ports", [])
     ]
-    assert len(published) == len(set(published))
+    matches = [PUBLISHED.match(entry) for entry in entries]
+
+    assert all(matches), entries
+    variables = [m["variable"] for m in matches if m]
+    defaults = [m["default"] for m in matches if m]
+    assert len(set(variables)) == len(entries)
+    assert len(set(defaults)) == len(entries)
 
 
 @pytest.mark.skipif(
@@ -152,9 +204,9 @@ def test_docker_compose_accepts_the_file() -> None:
 
 
 def stages(dockerfile: str) -> list[list[str]]:
-    """The instructions of each build stage (continuation lines joined)."""
+    """The instructions of each build stage (continuation lines joined); [0] is the preamble."""
     text = (ROOT / dockerfile).read_text().replace("\\\n", " ")
-    result: list[list[str]] = []
+    result: list[list[str]] = [[]]
     for raw in text.splitlines():
         line = raw.strip()
         if not line or line.startswith("#"):
@@ -166,11 +218,24 @@ def stages(dockerfile: str) -> list[list[str]]:
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES)
+def test_image_builds_from_the_package_registries_alone(dockerfile: str) -> None:
+    text = (ROOT / dockerfile).read_text()
+    preamble, build, final = stages(dockerfile)
+
+    assert preamble == ["ARG PYTHON_IMAGE=python:3.11-slim"]
+    assert build[0] == "FROM ${PYTHON_IMAGE} AS build"
+    assert final[0] == "FROM ${PYTHON_IMAGE}"
+    # no BuildKit front end or uv image to pull: uv comes from PyPI
+    assert "# syntax=" not in text
+    assert not [line for line in build + final if "--from=" in line and "--from=build" not in line]
+    assert any("pip install" in line and '"uv==${UV_VERSION}"' in line for line in build)
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES)
 def test_image_is_small_and_runs_as_a_non_root_user(dockerfile: str) -> None:
     final = stages(dockerfile)[-1]
     users = [line.split()[1] for line in final if line.upper().startswith("USER ")]
 
-    assert final[0] == "FROM python:3.11-slim"
     assert users
     assert users[-1].split(":")[0] not in {"0", "root"}
     assert any(line.startswith("CMD [") for line in final)
@@ -179,7 +244,7 @@ def test_image_is_small_and_runs_as_a_non_root_user(dockerfile: str) -> None:
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES)
 def test_dependencies_are_installed_before_the_code_is_copied(dockerfile: str) -> None:
-    build = stages(dockerfile)[0]
+    build = stages(dockerfile)[1]
     install_deps = next(i for i, line in enumerate(build) if "-r /tmp/requirements.txt" in line)
     source_copies = [
         i
@@ -195,7 +260,7 @@ def test_dependencies_are_installed_before_the_code_is_copied(dockerfile: str) -
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES)
 def test_every_copied_path_exists_and_every_workspace_member_is_declared(dockerfile: str) -> None:
-    build = stages(dockerfile)[0]
+    build = stages(dockerfile)[1]
     copied = [
         line.split()[1] for line in build if line.startswith("COPY ") and "--from=" not in line
     ]

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import pytest
 
 from jobfn import JobFunction
+from jobfn.security import SecretError, check_secret
 from send_verification_link import send_verification_link
 from simple_email import simple_email
 
 if TYPE_CHECKING:
     from tests.deploy.conftest import Manifest
+
+ROOT = Path(__file__).resolve().parents[2]
 
 FUNCTION_OBJECTS: dict[str, JobFunction] = {
     "simple-email": simple_email,
@@ -84,7 +88,10 @@ def test_every_referenced_secret_and_config_key_exists(manifests: list[Manifest]
             for kind, ref in (("Secret", "secretKeyRef"), ("ConfigMap", "configMapKeyRef")):
                 if ref in node:
                     target = node[ref]
-                    assert target["key"] in data[(kind, target["name"])], target
+                    if target.get("optional") is True:
+                        assert (kind, target["name"]) in data, target
+                    else:
+                        assert target["key"] in data[(kind, target["name"])], target
             for kind, ref in (("Secret", "secretRef"), ("ConfigMap", "configMapRef")):
                 if ref in node:
                     assert (kind, node[ref]["name"]) in data, node[ref]
@@ -170,3 +177,40 @@ def test_migration_job_runs_jobs_migrate_with_the_service_configuration(
     assert container["args"] == ["jobs", "migrate"]
     assert container["image"] == service_container["image"]
     assert container["envFrom"] == service_container["envFrom"]
+
+
+def test_the_signing_secret_reaches_the_job_service_and_every_function(
+    manifests: list[Manifest],
+) -> None:
+    secret = one(manifests, "Secret", "jobs-secrets")["stringData"]
+    deployment = one(manifests, "Deployment", "jobs")
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+
+    assert "JOBS_SIGNING_SECRET" in secret
+    assert {"secretRef": {"name": "jobs-secrets"}} in container["envFrom"]
+    for item in knative_services(manifests):
+        [function] = item.doc["spec"]["template"]["spec"]["containers"]
+        env = {entry["name"]: entry for entry in function["env"]}
+        ref = env["JOBS_SIGNING_SECRET"]["valueFrom"]["secretKeyRef"]
+        assert (ref["name"], ref["key"]) == ("jobs-secrets", "JOBS_SIGNING_SECRET"), item.name
+        previous = env["JOBS_SIGNING_SECRET_PREVIOUS"]["valueFrom"]["secretKeyRef"]
+        assert previous["optional"] is True
+        assert "JOBS_INSECURE_CALLBACKS" not in env, item.name
+
+
+def test_the_shipped_secrets_are_placeholders_that_are_refused(manifests: list[Manifest]) -> None:
+    for name in ("jobs-secrets", "email-secrets"):
+        for key, value in one(manifests, "Secret", name)["stringData"].items():
+            assert value.startswith("change-me"), f"{name}.{key} must be a placeholder"
+    placeholder = one(manifests, "Secret", "jobs-secrets")["stringData"]["JOBS_SIGNING_SECRET"]
+
+    with pytest.raises(SecretError, match="JOBS_SIGNING_SECRET"):
+        check_secret("JOBS_SIGNING_SECRET", placeholder)
+
+
+def test_the_readme_shows_how_to_create_the_real_secrets() -> None:
+    readme = (ROOT / "deploy/README.md").read_text()
+
+    assert "kubectl -n jobs create secret generic jobs-secrets" in readme
+    for key in ("PGPASSWORD", "JOBS_SIGNING_SECRET", "JOBS_API_TOKEN"):
+        assert f"--from-literal={key}=" in readme
