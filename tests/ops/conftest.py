@@ -6,6 +6,7 @@ helpers that play a worker: claim, report progress, fail, complete (``sql``).
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -23,7 +24,7 @@ import pytest
 DB_ID = "5b720132-17d5-424d-9bcb-ee7b17c13d43"
 WORKER = "ops-test-worker"
 JOBS = str(Path(sys.executable).parent / "jobs")
-SECRET = "ops-tests-signing-secret-0123456789abcdef"
+SECRET = secrets.token_hex(32)
 
 
 def free_port() -> int:
@@ -210,4 +211,19 @@ def token_server(db_conninfo: str) -> Iterator[Server]:
     try:
         yield running
     finally:
+        stop_service(running)
+
+
+@pytest.fixture
+def start(db_conninfo: str) -> Iterator[Callable[..., Server]]:
+    """``start(**env)``: a ``jobs worker`` with extra environment, stopped after the test."""
+    started: list[Server] = []
+
+    def go(**extra: str) -> Server:
+        running = start_service(db_conninfo, **extra)
+        started.append(running)
+        return running
+
+    yield go
+    for running in started:
         stop_service(running)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 import subprocess
 import sys
 import time
@@ -96,7 +97,10 @@ async def test_read_add_cancel_and_retry_jobs(server: Any, sql: Any) -> None:
         async with http.post(f"/api/jobs/{queued}/retry") as answer:
             assert answer.status == 409
         async with http.get("/api/jobs/987654") as answer:
-            assert (answer.status, await answer.json()) == (404, {"error": "job 987654: no such job"})
+            assert (answer.status, await answer.json()) == (
+                404,
+                {"error": "job 987654: no such job"},
+            )
 
 
 @pytest.mark.parametrize(
@@ -207,7 +211,7 @@ def test_the_service_refuses_to_expose_the_api_without_a_token(db_conninfo: str)
         {
             "DATABASE_URL": db_conninfo,
             "JOBS_CALLBACK_BIND": "0.0.0.0",
-            "JOBS_SIGNING_SECRET": "ops-tests-signing-secret-0123456789abcdef",
+            "JOBS_SIGNING_SECRET": secrets.token_hex(32),
         }
     )
     result = subprocess.run(
@@ -219,7 +223,7 @@ def test_the_service_refuses_to_expose_the_api_without_a_token(db_conninfo: str)
     assert "0.0.0.0" in line
 
 
-def test_the_service_prunes_history_past_the_retention(db_conninfo: str, sql: Any) -> None:
+def test_the_service_prunes_history_past_the_retention(sql: Any, start: Any) -> None:
     old, recent = sql.add("report"), sql.add("report")
     sql.claim()
     sql.complete(old)
@@ -228,14 +232,19 @@ def test_the_service_prunes_history_past_the_retention(db_conninfo: str, sql: An
         "UPDATE app_jobs.job_history SET finished_at = now() - interval '3 days' WHERE job_id = %s",
         [old],
     )
-    from conftest import start_service, stop_service
+    start(JOBS_HISTORY_RETENTION="2d")
+    deadline = time.monotonic() + 20
+    while sql.status(old) is not None:
+        assert time.monotonic() < deadline, "the old history row was not pruned"
+        time.sleep(0.05)
+    assert sql.status(recent) == "completed"
 
-    running = start_service(db_conninfo, JOBS_HISTORY_RETENTION="2d")
-    try:
-        deadline = time.monotonic() + 20
-        while sql.status(old) is not None:
-            assert time.monotonic() < deadline, "the old history row was not pruned"
-            time.sleep(0.05)
-        assert sql.status(recent) == "completed"
-    finally:
-        stop_service(running)
+
+async def test_input_the_database_refuses_is_a_bad_request(server: Any, sql: Any) -> None:
+    async with (
+        aiohttp.ClientSession(server.url) as http,
+        http.post("/api/jobs", json={"task": "../etc"}) as answer,
+    ):
+        assert answer.status == 400
+        assert (await answer.json())["error"].startswith("refused by the database:")
+    assert sql.rows("SELECT count(*) FROM app_jobs.jobs") == [(0,)]

@@ -9,6 +9,7 @@ import os
 import pty
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -379,3 +380,38 @@ def test_colour_in_a_terminal_unless_no_color(db_conninfo: str, sql: Any) -> Non
     plain = _in_a_terminal(db_conninfo, "list", no_color=True)
     assert "\x1b[" not in plain
     assert "failed" in plain
+
+
+def test_a_disabled_schedule_stays_silent_while_the_scheduler_runs(
+    jobs_cli: Cli, sql: Any, start: Any
+) -> None:
+    every_second = ["--cron", "* * * * * *"]
+    on = jobs_json(jobs_cli, "schedule", "add", "tick", *every_second)
+    off = jobs_json(jobs_cli, "schedule", "add", "silent", *every_second)
+    assert jobs_cli("schedule", "disable", str(off["id"])).returncode == 0
+    start(JOBS_SCHEDULER_ENABLED="true", JOBS_SCHEDULER_POLL_INTERVAL="0.1")
+
+    def fired(task: str) -> int:
+        [(count,)] = sql.rows(
+            "SELECT count(*) FROM app_jobs.jobs WHERE task_identifier = %s", [task]
+        )
+        return int(count)
+
+    deadline = time.monotonic() + 20
+    while fired("tick") == 0:
+        assert time.monotonic() < deadline, "the enabled schedule never fired"
+        time.sleep(0.05)
+    # the enabled one was planned in one pass and fired in a later one: the disabled one,
+    # due every second too, was passed over in both
+    first = jobs_json(jobs_cli, "schedule", "list")
+    by_id = {s["id"]: s for s in first}
+    assert by_id[on["id"]]["state"] == "active"
+    assert by_id[off["id"]]["state"] == "disabled"
+    assert fired("silent") == 0
+
+
+def test_migrate_and_env_speak_json(jobs_cli: Cli) -> None:
+    assert jobs_json(jobs_cli, "migrate") == {"applied": []}
+    names = [v["name"] for v in jobs_json(jobs_cli, "env")]
+    assert "JOBS_API_TOKEN" in names
+    assert "JOBS_HISTORY_RETENTION" in names

@@ -1,8 +1,10 @@
-"""The ``jobs`` command line: ``migrate``, ``worker``, ``env`` and the operator commands."""
+"""The ``jobs`` command line: ``migrate``, ``worker``, ``env`` and the operator commands
+(:mod:`jobservice.admin`, :mod:`jobservice.schedcli`; see docs/operations.md)."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Sequence
@@ -27,7 +29,9 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
     except MigrationError as exc:
         print(f"jobs migrate: {exc}", file=sys.stderr)
         return 1
-    if applied:
+    if args.json:
+        print(json.dumps({"applied": applied}))
+    elif applied:
         for name in applied:
             print(f"applied {name}")
     else:
@@ -92,6 +96,10 @@ async def _serve(service: object) -> None:
 def _cmd_env(args: argparse.Namespace) -> int:
     from jobservice.config import VARIABLES
 
+    if args.json:
+        rows = [{"name": v.name, "default": v.default, "meaning": v.meaning} for v in VARIABLES]
+        print(json.dumps(rows, indent=2))
+        return 0
     print("| variable | default | meaning |")
     print("|---|---|---|")
     for var in VARIABLES:
@@ -107,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     migrate_p = sub.add_parser("migrate", help="apply the app_jobs schema migrations")
+    migrate_p.add_argument("--json", action="store_true", help="print JSON (for scripts)")
     migrate_p.set_defaults(func=_cmd_migrate)
     worker_p = sub.add_parser(
         "worker",
@@ -114,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     worker_p.set_defaults(func=_cmd_worker)
     env_p = sub.add_parser("env", help="print the environment variables and their defaults")
+    env_p.add_argument("--json", action="store_true", help="print JSON (for scripts)")
     env_p.set_defaults(func=_cmd_env)
     admin.add_commands(sub)
     return parser

@@ -16,12 +16,13 @@ from typing import Any
 from aiohttp import web
 from psycopg_pool import AsyncConnectionPool
 
-from jobservice import inprocess
+from jobservice import apiauth, inprocess
 from jobservice.callbacks import CallbackServer
 from jobservice.config import Settings
 from jobservice.dispatch import Asgi
 from jobservice.logs import event
 from jobservice.metrics import CONTENT_TYPE, Metrics
+from jobservice.operations import Operations
 from jobservice.queries import queries_for
 from jobservice.routing import Router
 from jobservice.worker import Worker
@@ -64,12 +65,14 @@ class Service:
         apps: dict[str, tuple[str, Asgi]] | None = None,
         announce: Callable[[str], None] = print,
     ) -> None:
+        apiauth.check_settings(settings)
         self.settings = settings
         self.announce = announce
         self.metrics = Metrics()
         self.pool = make_pool(settings)
         self.apps = apps if apps is not None else inprocess.load_all(settings.inprocess)
         self.callback_server: CallbackServer | None = None
+        self.operations = Operations(settings, self.pool)
         self.worker: Worker | None = None
         self.callback_port: int | None = None
         self.metrics_port: int | None = None
@@ -89,15 +92,23 @@ class Service:
                 await lifespan.startup()
             if s.callback_server_enabled:
                 self.callback_server = CallbackServer(
-                    self.pool, queries, signing_secret=s.signing_secret, metrics=self.metrics
+                    self.pool,
+                    queries,
+                    signing_secret=s.signing_secrets or None,
+                    callback_url=s.callback_url,
+                    insecure=s.insecure_callbacks,
+                    metrics=self.metrics,
                 )
+                self.operations.mount(self.callback_server.app)
                 self.callback_port = await self.callback_server.start(
                     s.callback_bind, s.callback_port
                 )
                 self.announce(
                     f"callback server listening on http://{s.callback_bind}:{self.callback_port}"
-                    " (POST /callback, GET /health/liveness, /health/readiness, /metrics)"
+                    " (POST /callback, GET /health/liveness, /health/readiness, /metrics,"
+                    " /api/jobs, /api/events, /dashboard)"
                 )
+            tasks += self.operations.tasks(stop, serving=s.callback_server_enabled)
             if s.metrics_port is not None:
                 metrics_runner, self.metrics_port = await self._serve_metrics(s.metrics_port)
                 self.announce(f"metrics on http://{s.callback_bind}:{self.metrics_port}/metrics")
@@ -128,6 +139,7 @@ class Service:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            self.operations.close()
             if self.callback_server is not None:
                 await self.callback_server.stop()
             if metrics_runner is not None:
