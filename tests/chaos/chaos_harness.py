@@ -115,7 +115,8 @@ class PgCluster:
         )
 
     def init(self) -> None:
-        """``initdb`` (trust authentication, no fsync: this data is thrown away)."""
+        """``initdb`` (trust authentication; no fsync: the tests crash PostgreSQL, never the
+        machine, so what it wrote to the kernel survives; commits stay synchronous)."""
         self.root.chmod(0o755)
         self.data.mkdir()
         self.log.touch()
@@ -132,7 +133,7 @@ class PgCluster:
         """Start the server and wait until it accepts connections."""
         options = (
             f"-h 127.0.0.1 -p {self.port} -k {self.data} -c fsync=off "
-            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=300"
+            "-c full_page_writes=off -c max_connections=300"
         )
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60",
                   "-o", options, "start")  # fmt: skip
@@ -538,7 +539,8 @@ class Verdict:
     lost: list[int] = field(default_factory=list)
     stuck: list[int] = field(default_factory=list)
     overlaps: list[tuple[int, str, str]] = field(default_factory=list)
-    live_rescues: list[tuple[int, str]] = field(default_factory=list)
+    live_rescues: list[tuple[int, str, str, float]] = field(default_factory=list)
+    """``(job, dead worker, rescuer, time)``."""
     rescues: int = 0
     deliveries: int = 0
     redeliveries: Counter[str] = field(default_factory=Counter)
@@ -552,6 +554,11 @@ class Verdict:
     drain_seconds: float | None = None
     drain_runnable_seconds: float | None = None
     callbacks: Counter[str] = field(default_factory=Counter)
+    logs: str = ""
+    """Where the worker logs are (kept when a check fails)."""
+    timeline: list[tuple[float, str]] = field(default_factory=list)
+    """``(seconds since the start, fault)``."""
+    started: float = 0.0
 
     @property
     def bad_redeliveries(self) -> int:
@@ -568,7 +575,11 @@ class Verdict:
             f"deliveries {self.deliveries}; later deliveries by cause: "
             + (", ".join(f"{k} {v}" for k, v in sorted(self.redeliveries.items())) or "none"),
             f"overlapping runs (second worker while the first held it): {len(self.overlaps)}",
-            f"rescues {self.rescues}, of live workers {len(self.live_rescues)}",
+            f"rescues {self.rescues}, of live workers {len(self.live_rescues)}"
+            + "".join(
+                f"\n  live rescue: job {job} of {dead} by {rescuer} at {t - self.started:.1f} s"
+                for job, dead, rescuer, t in self.live_rescues[:10]
+            ),
             "outcomes refused (job taken away): "
             + (", ".join(f"{k} {v}" for k, v in sorted(self.refused.items())) or "0"),
             f"unreachable dispatches (no attempt used) {self.unreachable_logged}, breaker"
@@ -606,12 +617,15 @@ def judge(
     v.lost = sorted(j for j in enqueued if j not in finished and j not in left)
 
     kills: dict[str, list[float]] = defaultdict(list)
-    starts: dict[str, list[float]] = defaultdict(list)
     for t, what, worker in worker_events:
         if what == "kill":
             kills[worker].append(t)
-        elif what == "start":
-            starts[worker].append(t)
+    # A process holds jobs from when it registered (its ``worker_started`` line; registering
+    # released what a previous process with its id held), not from when it was spawned.
+    starts: dict[str, list[float]] = defaultdict(list)
+    for entry in logs:
+        if entry.get("action") == "worker_started" and "t" in entry:
+            starts[str(entry.get("worker_id"))].append(float(entry["t"]))
 
     def killed_between(worker: str, a: float, b: float) -> bool:
         return any(a <= t <= b for t in kills.get(worker, ()))
@@ -643,7 +657,9 @@ def judge(
                 default=(0.0, "none"),
             )
             if last[1] != "kill":
-                v.live_rescues.append((int(entry.get("job_id", 0)), dead))
+                v.live_rescues.append(
+                    (int(entry.get("job_id", 0)), dead, str(entry.get("worker_id")), t)
+                )
         elif action == "outcome_refused":
             v.refused[str(entry.get("outcome"))] += 1
         elif action == "breaker_opened":

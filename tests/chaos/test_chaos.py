@@ -15,31 +15,51 @@ import asyncio
 import itertools
 import os
 import random
+import shutil
 import signal
 import socket
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from chaos_harness import (
-    KINDS,
-    Behaviour,
-    ChaosFunction,
-    PgCluster,
-    Verdict,
-    Workers,
-    create_jobs_database,
-    db_retry,
-    enqueue,
-    judge,
-    pg_cluster,
-    terminate_backends,
-)
 from jobservice.dispatch import Dispatcher
 from jobservice.job import Job
+
+if TYPE_CHECKING:  # mypy sees tests/ as a package; pytest puts this folder on sys.path
+    from tests.chaos.chaos_harness import (
+        KINDS,
+        Behaviour,
+        ChaosFunction,
+        PgCluster,
+        Verdict,
+        Workers,
+        create_jobs_database,
+        db_retry,
+        enqueue,
+        judge,
+        pg_cluster,
+        terminate_backends,
+    )
+else:
+    from chaos_harness import (
+        KINDS,
+        Behaviour,
+        ChaosFunction,
+        PgCluster,
+        Verdict,
+        Workers,
+        create_jobs_database,
+        db_retry,
+        enqueue,
+        judge,
+        pg_cluster,
+        terminate_backends,
+    )
+
 
 DBNAME = "jobs"
 
@@ -56,6 +76,7 @@ class Plan:
     outage_seconds: float
     function_down_seconds: float
     drain_within: float
+    waves: int = 8
     max_attempts: int = 3
     heartbeat: float = 1.0
     dead_after: float = 6.0
@@ -80,6 +101,7 @@ LONG = Plan(
     outage_seconds=60,
     function_down_seconds=5,
     drain_within=240,
+    waves=24,
 )
 
 CYCLE = (
@@ -110,33 +132,30 @@ class Driver:
         self.workers = workers
         self.rng = random.Random(11)
         self.done: dict[str, int] = {}
+        self.timeline: list[tuple[float, str]] = []
         self._names = (f"chaos-w{n}" for n in itertools.count(plan.workers + 1))
 
     def _count(self, action: str, n: int = 1) -> None:
         self.done[action] = self.done.get(action, 0) + n
+        self.timeline.append((time.time(), action))
 
-    async def run(self, second_wave: asyncio.Future[None]) -> None:
+    async def run(self) -> None:
         plan = self.plan
         start = time.monotonic()
         outage_at = start + 0.4 * plan.chaos_seconds
-        wave_at = start + plan.chaos_seconds / 3
         outage_done = False
         for action in itertools.cycle(CYCLE):
             now = time.monotonic()
             if now - start >= plan.chaos_seconds:
                 break
-            if not second_wave.done() and now >= wave_at:
-                second_wave.set_result(None)
             if not outage_done and now >= outage_at:
                 outage_done = True
+                self._count(f"postgres_down_{plan.outage_seconds:g}s")
                 await self._in_thread(self.cluster.stop, "fast")
                 await asyncio.sleep(plan.outage_seconds)  # the outage: held down past dead-after
                 await self._in_thread(self.cluster.start)
-                self._count(f"postgres_down_{plan.outage_seconds:g}s")
             await self.act(action)
             await asyncio.sleep(plan.step_seconds * self.rng.uniform(0.6, 1.4))
-        if not second_wave.done():
-            second_wave.set_result(None)
 
     async def _in_thread(self, fn: object, *args: object) -> None:
         await asyncio.to_thread(fn, *args)  # type: ignore[arg-type]
@@ -181,8 +200,9 @@ async def _dispatch_marks_refused_unreachable() -> bool:
 
 async def _chaos(plan: Plan) -> Verdict:
     function = ChaosFunction(Behaviour(hang_seconds=6.0))
-    verdict = Verdict()
-    with pg_cluster() as cluster, tempfile.TemporaryDirectory() as logs:
+    verdict = Verdict(started=time.time())
+    logs = tempfile.mkdtemp(prefix="jobs-chaos-logs-")
+    with pg_cluster() as cluster:
         conninfo = create_jobs_database(cluster, DBNAME)
         await function.start()
         workers = Workers(
@@ -208,17 +228,16 @@ async def _chaos(plan: Plan) -> Verdict:
         try:
             for n in range(1, plan.workers + 1):
                 workers.start(f"chaos-w{n}")
-            half = plan.jobs_per_kind // 2
-            for kind in KINDS:
-                enqueued += await enqueue(conninfo, kind, half, max_attempts=plan.max_attempts)
-            second_wave: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            chaos = asyncio.create_task(driver.run(second_wave))
-            await second_wave
-            for kind in KINDS:
-                enqueued += await enqueue(
-                    conninfo, kind, plan.jobs_per_kind - half, max_attempts=plan.max_attempts
+            chaos = asyncio.create_task(driver.run())
+            # Jobs arrive in waves over the first three quarters of the chaos, so that every
+            # fault meets jobs in flight.
+            for wave in range(plan.waves):
+                size = plan.jobs_per_kind // plan.waves + (
+                    plan.jobs_per_kind % plan.waves if wave == 0 else 0
                 )
-            chaos_started = time.monotonic()
+                for kind in KINDS:
+                    enqueued += await enqueue(conninfo, kind, size, max_attempts=plan.max_attempts)
+                await asyncio.sleep(0.75 * plan.chaos_seconds / plan.waves)
             await chaos
             chaos_end = time.monotonic()
             verdict.chaos_seconds = plan.chaos_seconds
@@ -236,7 +255,6 @@ async def _chaos(plan: Plan) -> Verdict:
                     verdict.drain_seconds = time.monotonic() - chaos_end
                     break
                 await asyncio.sleep(0.25)
-            del chaos_started
             history = await db_retry(
                 conninfo,
                 "SELECT job_id, status, last_error, attempts FROM app_jobs.job_history",
@@ -250,6 +268,7 @@ async def _chaos(plan: Plan) -> Verdict:
             await function.close()
         verdict.exit_codes = workers.exit_codes
         verdict.actions.update(driver.done)
+        verdict.timeline = [(round(t - verdict.started, 1), a) for t, a in driver.timeline]
         verdict.callbacks.update(function.callbacks)
         judge(
             verdict,
@@ -260,6 +279,7 @@ async def _chaos(plan: Plan) -> Verdict:
             worker_events=workers.events,
             logs=workers.log_events(),
         )
+    verdict.logs = logs
     return verdict
 
 
@@ -268,6 +288,7 @@ async def test_chaos(pytestconfig: pytest.Config) -> None:
     plan = LONG if _long(pytestconfig) else SHORT
     verdict = await _chaos(plan)
     print(f"\n-- chaos ({'long' if plan is LONG else 'short'} form) --\n{verdict.figures()}")
+    print(f"worker logs: {verdict.logs}; faults: {verdict.timeline}")
     assert verdict.lost == []
     assert verdict.stuck == []
     assert verdict.completed + verdict.failed == verdict.enqueued
@@ -278,6 +299,7 @@ async def test_chaos(pytestconfig: pytest.Config) -> None:
     assert verdict.exit_codes
     assert {code for _, code in verdict.exit_codes} == {0}, verdict.exit_codes
     assert verdict.exit_codes[0][1] != -signal.SIGKILL
+    shutil.rmtree(verdict.logs, ignore_errors=True)  # kept when a check fails
     if await _dispatch_marks_refused_unreachable():
         # With the breaker, a stopped function server costs no attempt.
         assert verdict.unreachable_logged > 0

@@ -8,25 +8,39 @@ import asyncio
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from chaos_harness import (
-    Behaviour,
-    ChaosFunction,
-    Workers,
-    create_jobs_database,
-    db_retry,
-    enqueue,
-    pg_cluster,
-)
+if TYPE_CHECKING:  # mypy sees tests/ as a package; pytest puts this folder on sys.path
+    from tests.chaos.chaos_harness import (
+        Behaviour,
+        ChaosFunction,
+        Workers,
+        create_jobs_database,
+        db_retry,
+        enqueue,
+        pg_cluster,
+    )
+else:
+    from chaos_harness import (
+        Behaviour,
+        ChaosFunction,
+        Workers,
+        create_jobs_database,
+        db_retry,
+        enqueue,
+        pg_cluster,
+    )
+
 
 DEAD_AFTER = 3.0
 HEARTBEAT = 0.5
 
 
-async def _until(check: object, what: str, within: float) -> None:
+async def _until(check: Callable[[], Awaitable[bool]], what: str, within: float) -> None:
     deadline = time.monotonic() + within
-    while not await check():  # type: ignore[operator]
+    while not await check():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.1)

@@ -130,7 +130,7 @@ async def test_outcomes_of_jobs_taken_away_are_counted_apart_and_logged_with_the
     assert _count(metrics, "jobs_outcomes_refused_total", task="settle", outcome="completed") == 1
     assert _count(metrics, "jobs_outcomes_refused_total", task="settle", outcome="failed") == 1
     refused = [r for r in caplog.records if getattr(r, "action", None) == "outcome_refused"]
-    assert sorted((r.job_id, r.outcome, r.holder) for r in refused) == sorted(  # type: ignore[attr-defined]
+    assert sorted((r.job_id, r.outcome, r.holder) for r in refused) == sorted(
         [(jobs[1].id, "completed", "rescuer-worker"), (jobs[3].id, "failed", "rescuer-worker")]
     )
     assert all("locked by rescuer-worker" in r.getMessage() for r in refused)

@@ -20,6 +20,10 @@ has been back in contact for ``dead_after``. An outage shorter than ``max_gap`` 
 did not notice leaves a live worker silent for at most ``max_gap + heartbeat_interval +
 retry`` < ``dead_after``.
 
+Liveness statements run on a connection of their own when ``conninfo`` is given (the worker
+does so), so that a busy pool never delays a heartbeat; a statement that takes longer than
+``max_gap`` counts as failed.
+
 Every ``expire_interval`` seconds ``expire_callback_deadlines()`` fails (for a retry) the jobs
 answered 202 whose callback did not come before the deadline.
 """
@@ -27,6 +31,7 @@ answered 202 whose callback did not come before the deadline.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -59,8 +64,13 @@ class Liveness:
         expire_interval: float = 1.0,
         info: dict[str, object] | None = None,
         metrics: Metrics | None = None,
+        conninfo: str | None = None,
     ) -> None:
         self.pool = pool
+        self.conninfo = conninfo
+        """When set, liveness statements use a connection of their own (not the pool), so that
+        heartbeats never queue behind the worker's other statements."""
+        self._conn: psycopg.AsyncConnection[Any] | None = None
         self.queries = queries
         self.worker_id = worker_id
         self.heartbeat_interval = heartbeat_interval
@@ -76,6 +86,33 @@ class Liveness:
         self.info = json.dumps(
             {"pid": os.getpid(), "host": socket.gethostname(), **(info or {})}, default=str
         )
+
+    async def _rows(self, query: Any, params: dict[str, Any] | None = None) -> list[Any]:
+        """Run a liveness statement; its rows. A statement that takes longer than ``max_gap``
+        counts as failed (its connection is dropped)."""
+        if self.conninfo is None:
+            async with self.pool.connection() as conn:
+                cur = await conn.execute(query, params)
+                return await cur.fetchall() if cur.description is not None else []
+        try:
+            conn = self._conn
+            if conn is None or conn.closed:
+                conn = self._conn = await asyncio.wait_for(
+                    psycopg.AsyncConnection.connect(self.conninfo, autocommit=True),
+                    self.max_gap,
+                )
+            cur = await asyncio.wait_for(conn.execute(query, params), self.max_gap)
+            return await cur.fetchall() if cur.description is not None else []
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        """Close the liveness connection (a new one is opened when needed)."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(psycopg.Error, OSError):
+                await conn.close()
 
     def heard(self, started: float, ended: float) -> None:
         """A statement sent at ``started`` succeeded at ``ended`` (``time.monotonic()``)."""
@@ -99,19 +136,16 @@ class Liveness:
 
     async def heartbeat(self) -> None:
         """Record that this worker is alive."""
-        async with self.pool.connection() as conn:
-            await conn.execute(
-                self.queries.worker_heartbeat, {"worker_id": self.worker_id, "info": self.info}
-            )
+        await self._rows(
+            self.queries.worker_heartbeat, {"worker_id": self.worker_id, "info": self.info}
+        )
 
     async def rescue(self) -> list[tuple[int, str, str]]:
         """Rescue the jobs of dead workers; returns ``(job_id, worker_id, outcome)`` rows."""
-        async with self.pool.connection() as conn:
-            cur = await conn.execute(
-                self.queries.rescue_dead_workers,
-                {"dead_after": self.dead_after, "heard_for": self.heard_for()},
-            )
-            rows: list[tuple[int, str, str]] = await cur.fetchall()
+        rows: list[tuple[int, str, str]] = await self._rows(
+            self.queries.rescue_dead_workers,
+            {"dead_after": self.dead_after, "heard_for": self.heard_for()},
+        )
         for job_id, dead, outcome in rows:
             if self.metrics is not None:
                 self.metrics.rescued.labels(outcome=outcome).inc()
@@ -129,9 +163,7 @@ class Liveness:
 
     async def expire(self) -> list[tuple[int, str]]:
         """Fail the jobs whose callback deadline passed; returns ``(job_id, outcome)`` rows."""
-        async with self.pool.connection() as conn:
-            cur = await conn.execute(self.queries.expire_callback_deadlines)
-            rows: list[tuple[int, str]] = await cur.fetchall()
+        rows: list[tuple[int, str]] = await self._rows(self.queries.expire_callback_deadlines)
         for job_id, outcome in rows:
             event(
                 log,
@@ -161,9 +193,10 @@ class Liveness:
                 if failing:
                     event(log, logging.INFO, "liveness_restored", "heartbeats written again")
                 failing = False
-            except (psycopg.Error, OSError) as exc:
+            except (psycopg.Error, OSError, TimeoutError) as exc:
                 self.lost()
                 if not failing:
-                    event(log, logging.WARNING, "heartbeat_failed", f"heartbeat failed: {exc}")
+                    event(log, logging.WARNING, "heartbeat_failed", f"heartbeat failed: {exc!r}")
                 failing = True
             await wait_event(stop, self.retry_interval if failing else self.expire_interval)
+        await self.close()

@@ -354,7 +354,8 @@ def _written_by_us(
         if status is not None:
             return status == "failed" and finished_by == worker_id
         return sent_message is not None and last_error == sent_message
-    return False
+    # released: back in the queue, unlocked, is what this worker's release does.
+    return status is None
 
 
 def _int_array(values: list[int]) -> str:

@@ -101,6 +101,7 @@ class Worker:
             dead_after=settings.dead_worker_after,
             info={"concurrency": settings.concurrency},
             metrics=self.metrics,
+            conninfo=settings.conninfo,
         )
         self.ready = asyncio.Event()
         """Set once the worker has registered and started claiming."""
@@ -259,6 +260,7 @@ class Worker:
             await asyncio.wait_for(self.settler.execute(self.queries.unregister_worker, {}), 5.0)
         except (TimeoutError, *DB_ERRORS) as exc:
             event(log, logging.ERROR, "unregister_failed", f"could not release jobs: {exc}")
+        await self.liveness.close()
         event(log, logging.INFO, "worker_stopped", "worker stopped", worker_id=self.worker_id)
 
     # -- claiming ----------------------------------------------------------------------------
