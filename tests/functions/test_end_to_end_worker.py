@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 
 DB = "5b720132-17d5-424d-9bcb-ee7b17c13d43"
 SENDER = "9a5b1e3c-7d42-4c8e-b1f0-2e6d8c4a7b19"
+SECRET = "e2e-signing-secret-0123456789abcdef0123456789"
+"""Shared by the job service and the functions: every dispatch and callback is signed."""
 SITE: dict[str, Any] = {
     "domains": {"nodes": [{"subdomain": "app", "domain": "example.com"}]},
     "logo": None,
@@ -50,14 +52,15 @@ def _free_port() -> int:
 def functions(
     serve: Serve, graphql_server: StandInGraphQL, mailgun_env: dict[str, str]
 ) -> dict[str, FunctionProcess]:
+    signed_mailgun = {**mailgun_env, "JOBS_SIGNING_SECRET": SECRET}
     link_env = {
-        **mailgun_env,
+        **signed_mailgun,
         "GRAPHQL_URL": f"{graphql_server.url}/graphql",
         "GRAPHQL_HOST_HEADER": "private.localhost",
         "META_GRAPHQL_HOST_HEADER": "private.localhost",
     }
     return {
-        "simple-email": serve("simple_email", mailgun_env),
+        "simple-email": serve("simple_email", signed_mailgun),
         "email:send_verification_link": serve("send_verification_link", link_env),
     }
 
@@ -79,6 +82,7 @@ def worker(
         "INTERNAL_JOBS_CALLBACK_URL": f"http://127.0.0.1:{port}/callback",
         "JOBS_CALLBACK_BIND": "127.0.0.1",
         "JOBS_SCHEDULER_ENABLED": "false",
+        "JOBS_SIGNING_SECRET": SECRET,
     }
     log = tmp_path / "worker.log"
     with log.open("wb") as out:

@@ -156,10 +156,15 @@ class CallbackServer:
 
 
 @pytest.fixture
-async def callback_server() -> AsyncIterator[CallbackServer]:
-    """A recording callback server (reference-like answers) on a free port."""
+async def callback_server(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[CallbackServer]:
+    """A recording callback server (reference-like answers) on a free port.
+
+    It is the one callback URL that functions without a secret may call back
+    (``JOBS_CALLBACK_ALLOWED_URLS``), as a deployment would configure it.
+    """
     recorder = CallbackServer()
     app = Starlette(routes=[Route("/{path:path}", recorder.handle, methods=["POST"])])
     async with running(app, lifespan="off") as served:
         recorder.url = served.url
+        monkeypatch.setenv("JOBS_CALLBACK_ALLOWED_URLS", served.url)
         yield recorder

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import threading
@@ -15,7 +16,9 @@ from pydantic import BaseModel, Field
 
 import jobfn
 from jobfn import ConfigError, JobContext, JobFunction, PermanentError, job_function, protocol
-from jobfn.testing import TEST_DATABASE_ID, ainvoke, invoke
+from jobfn.testing import TEST_CALLBACK_URL, TEST_DATABASE_ID, ainvoke, invoke
+
+SECRET = "function-test-secret-0123456789abcdef"
 
 
 class Email(BaseModel):
@@ -363,28 +366,42 @@ def test_progress_from_a_sync_handler_and_its_checks() -> None:
 
 
 def test_signed_requests_when_a_secret_is_set(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("JOBS_SIGNING_SECRET", "shh")
+    monkeypatch.setenv("JOBS_SIGNING_SECRET", SECRET)
+    ran: list[str] = []
 
     @job_function
     def guarded(payload: dict[str, Any]) -> str:
+        ran.append("ran")
         return "ran"
 
     run = invoke(guarded, {"a": 1})  # invoke signs like a worker would
     assert run.status == 200
     [callback] = run.callbacks
     raw = json.dumps(callback.body, separators=(",", ":")).encode()
-    assert protocol.verify("shh", callback.headers["x-job-signature"], "1", raw, now=time.time())
+    assert callback.headers["x-job-attempt"] == "1"
+    envelope = protocol.Envelope(
+        "callback", "test-worker", "1", "1", TEST_DATABASE_ID, TEST_CALLBACK_URL, "", raw
+    )
+    assert protocol.verify(SECRET, callback.headers["x-job-signature"], envelope, now=time.time())
+    assert ran == ["ran"]
 
-    wrong = protocol.sign("wrong", "1", b'{"a":1}', int(time.time()))
-    for signature in (None, "", "t=1,v1=00", wrong):
+    dispatch = protocol.Envelope(
+        "dispatch", "test-worker", "1", "1", TEST_DATABASE_ID, TEST_CALLBACK_URL, "", b'{"a":1}'
+    )
+    wrong = protocol.sign("w" * 32, dispatch, int(time.time()))
+    as_callback = protocol.sign(
+        SECRET, dataclasses.replace(dispatch, purpose="callback"), int(time.time())
+    )
+    for signature in (None, "", "t=1,v1=00", wrong, as_callback):
         refused = invoke(guarded, {"a": 1}, {"X-Job-Signature": signature})
         assert refused.status == 401
-        assert refused.error == "missing or invalid X-Job-Signature"
+        assert refused.error == "missing, invalid or stale X-Job-Signature"
         assert refused.callbacks == []
+    assert ran == ["ran"]
 
 
 def test_explicit_no_secret_ignores_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("JOBS_SIGNING_SECRET", "shh")
+    monkeypatch.setenv("JOBS_SIGNING_SECRET", SECRET)
 
     @job_function(signing_secret=None)
     def open_fn() -> None: ...

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import hmac
 import json
+from typing import Any
 
 import pytest
 
@@ -80,23 +84,113 @@ def test_completion_other_than_reply_means_callback() -> None:
     assert not protocol.parse_job_headers([(b"x-job-completion", b"callback")]).completion_reply
 
 
-def test_signature_round_trip_and_tampering() -> None:
-    header = protocol.sign("s3cret", "42", b'{"a":1}', 1_700_000_000)
-    assert header.startswith("t=1700000000,v1=")
-    ok = protocol.verify("s3cret", header, "42", b'{"a":1}', now=1_700_000_010)
-    assert ok
-    assert not protocol.verify("s3cret", header, "42", b'{"a":2}', now=1_700_000_010)
-    assert not protocol.verify("s3cret", header, "43", b'{"a":1}', now=1_700_000_010)
-    assert not protocol.verify("other", header, "42", b'{"a":1}', now=1_700_000_010)
-    assert not protocol.verify("s3cret", header, "42", b'{"a":1}', now=1_700_000_000 + 301)
-    assert not protocol.verify("s3cret", None, "42", b'{"a":1}', now=1_700_000_000)
-    assert not protocol.verify("s3cret", "t=x,v1=00", "42", b"", now=0)
+SECRET = "s3cret-0123456789abcdef0123456789ab"
+OLD_SECRET = "old-secret-0123456789abcdef01234567"
+T = 1_700_000_000
+BASE = protocol.Envelope(
+    purpose="dispatch",
+    worker_id="worker-1",
+    job_id="42",
+    attempt="2",
+    database_id="5b720132-17d5-424d-9bcb-ee7b17c13d43",
+    callback_url="http://jobs-callback:12345/callback",
+    job_error="",
+    body=b'{"a":1}',
+)
 
 
-def test_signature_accepts_any_of_several_v1_entries() -> None:
-    good = protocol.sign("new", "1", b"{}", 100).rpartition("v1=")[2]
-    header = f"t=100,v1={'0' * 64},v1={good}"
-    assert protocol.verify("new", header, "1", b"{}", now=100)
+def test_signed_bytes_are_the_documented_layout() -> None:
+    assert BASE.message(T) == (
+        b"v2\ndispatch\n1700000000\nworker-1\n42\n2\n5b720132-17d5-424d-9bcb-ee7b17c13d43\n"
+        b'http://jobs-callback:12345/callback\n\n{"a":1}'
+    )
+    header = protocol.sign(SECRET, BASE, T)
+    digest = hmac.new(SECRET.encode(), BASE.message(T), hashlib.sha256).hexdigest()
+    assert header == f"t={T},v2={digest}"
+    assert protocol.verify(SECRET, header, BASE, now=T + 10)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("purpose", "callback"),
+        ("worker_id", "worker-2"),
+        ("job_id", "43"),
+        ("attempt", "3"),
+        ("attempt", ""),
+        ("database_id", "00000000-0000-4000-8000-000000000000"),
+        ("callback_url", "http://evil.example/callback"),
+        ("job_error", "true"),
+        ("body", b'{"a":2}'),
+        ("body", b'{"a":1} '),
+    ],
+)
+def test_changing_any_signed_field_fails_verification(field: str, value: Any) -> None:
+    header = protocol.sign(SECRET, BASE, T)
+    tampered = dataclasses.replace(BASE, **{field: value})
+    assert not protocol.verify(SECRET, header, tampered, now=T)
+
+
+@pytest.mark.parametrize(
+    ("header", "now"),
+    [
+        (None, T),
+        ("", T),
+        (f"t={T}", T),
+        ("t=x,v2=" + "0" * 64, T),
+        (f"t={T},v1=" + "0" * 64, T),  # scheme v1 is gone
+        (f"t=-{T},v2=" + "0" * 64, T),
+        (f"t={T},t={T},v2=" + "0" * 64, T),
+        (f"t={T},v2=zz", T),
+    ],
+)
+def test_malformed_headers_are_refused(header: str | None, now: int) -> None:
+    assert protocol.parse_signature(header) is None or not protocol.verify(
+        SECRET, header, BASE, now=now
+    )
+
+
+@pytest.mark.parametrize(
+    ("offset", "ok"), [(0, True), (300, True), (-300, True), (301, False), (-301, False)]
+)
+def test_timestamp_tolerance_is_300_seconds_either_way(offset: int, ok: bool) -> None:
+    header = protocol.sign(SECRET, BASE, T)
+    assert protocol.verify(SECRET, header, BASE, now=T + offset) is ok
+
+
+def test_a_wrong_secret_or_a_changed_timestamp_fails() -> None:
+    header = protocol.sign(SECRET, BASE, T)
+    assert not protocol.verify("x" * 40, header, BASE, now=T)
+    digest = header.partition(",")[2]
+    assert not protocol.verify(SECRET, f"t={T + 1},{digest}", BASE, now=T)
+
+
+def test_rotation_current_or_previous_secret() -> None:
+    verifier = protocol.Signer([SECRET, OLD_SECRET])
+    assert verifier.verify(protocol.sign(SECRET, BASE, T), BASE, now=T)
+    assert verifier.verify(protocol.sign(OLD_SECRET, BASE, T), BASE, now=T)
+    # A signer during a rotation sends one v2 per secret; a verifier that knows either accepts.
+    both = protocol.Signer([SECRET, OLD_SECRET]).sign(BASE, T, every_secret=True)
+    assert both.count("v2=") == 2
+    assert protocol.verify(OLD_SECRET, both, BASE, now=T)
+    assert protocol.verify(SECRET, both, BASE, now=T)
+    assert not protocol.verify("n" * 40, both, BASE, now=T)
+    # The first entry wrong, the second right: still accepted.
+    good = protocol.sign(SECRET, BASE, T).rpartition("v2=")[2]
+    assert protocol.verify(SECRET, f"t={T},v2={'0' * 64},v2={good}", BASE, now=T)
+
+
+def test_dispatch_envelope_reads_the_headers_as_sent() -> None:
+    job = protocol.parse_job_headers(
+        [
+            (b"x-worker-id", b"worker-1"),
+            (b"x-job-id", b"42"),
+            (b"x-job-attempt", b"2"),
+            (b"x-database-id", b"5b720132-17d5-424d-9bcb-ee7b17c13d43"),
+            (b"x-callback-url", b"http://jobs-callback:12345/callback"),
+        ]
+    )
+    assert protocol.dispatch_envelope(job, b'{"a":1}') == BASE
 
 
 @pytest.mark.parametrize(

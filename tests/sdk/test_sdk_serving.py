@@ -220,7 +220,9 @@ async def test_signed_callbacks_and_refused_unsigned_requests(
 
     from jobfn import protocol
 
-    @job_function(signing_secret="k3y", callback=FAST_RETRIES)
+    secret = "k3y-" + "0" * 32
+
+    @job_function(signing_secret=secret, callback=FAST_RETRIES)
     def signed(payload: dict[str, Any]) -> str:
         return "ok"
 
@@ -228,14 +230,34 @@ async def test_signed_callbacks_and_refused_unsigned_requests(
     async with serve_app(signed) as served, httpx.AsyncClient(base_url=served.url) as http:
         unsigned = await http.post("/", content=body, headers=job_headers(callback_server.url))
         assert unsigned.status_code == 401
-        signature = protocol.sign("k3y", "11", body, int(time.time()))
-        headers = job_headers(callback_server.url, **{"X-Job-Signature": signature})
+        headers = job_headers(callback_server.url, **{"X-Job-Attempt": "2"})
+        dispatch = protocol.Envelope(
+            "dispatch",
+            headers["X-Worker-Id"],
+            "11",
+            "2",
+            headers["X-Database-Id"],
+            callback_server.url,
+            "",
+            body,
+        )
+        headers["X-Job-Signature"] = protocol.sign(secret, dispatch, int(time.time()))
         ok = await http.post("/", content=body, headers=headers)
         assert ok.status_code == 200
         [callback] = await callback_server.wait_for(1)
-    assert protocol.verify(
-        "k3y", callback.headers["x-job-signature"], "11", callback.body, now=time.time()
+    assert callback.path == "/callback"
+    assert callback.headers["x-job-attempt"] == "2"
+    envelope = protocol.Envelope(
+        "callback",
+        headers["X-Worker-Id"],
+        "11",
+        "2",
+        headers["X-Database-Id"],
+        callback_server.url + "/callback",
+        "",
+        callback.body,
     )
+    assert protocol.verify(secret, callback.headers["x-job-signature"], envelope, now=time.time())
 
 
 def test_plain_uvicorn_sees_an_asgi3_app() -> None:

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import threading
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -172,3 +173,36 @@ def test_embedded_postgres_is_used_when_no_database_is_configured(tmp_path: Path
     finally:
         code = _stop(running)
     assert code == 0, running.output()
+
+
+def _post(url: str, headers: dict[str, str], body: bytes = b"{}") -> int:
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as reply:
+            return int(reply.status)
+    except urllib.error.HTTPError as error:
+        return int(error.code)
+
+
+def test_the_stack_signs_both_ways_with_a_secret_of_its_own(stack: Stack) -> None:
+    ports = stack.ports()
+    # Nobody without the stack's secret completes a job through the callback port...
+    forged = _post(
+        f"http://127.0.0.1:{ports['callback']}/callback",
+        {"Content-Type": "application/json", "X-Worker-Id": "dev-worker-1", "X-Job-Id": "1"},
+        b'{"status": "success"}',
+    )
+    assert forged == 401
+    # ...or runs a function (which would send email) by posting to it.
+    unsigned = _post(
+        f"http://127.0.0.1:{ports['simple_email']}/",
+        {"Content-Type": "application/json"},
+        json.dumps({"to": "x@example.com", "subject": "s", "text": "t"}).encode(),
+    )
+    assert unsigned == 401
+    assert _inbox(stack) == []
+    # The stack's own worker still gets jobs done.
+    done = stack.jobs_dev(
+        "add", "simple-email", json.dumps({"to": "ada@example.com", "subject": "s", "text": "t"})
+    )
+    assert done.returncode == 0, done.stdout + done.stderr + stack.output()

@@ -20,6 +20,8 @@ from jobservice.dispatch import Asgi
 from jobservice.service import Service
 
 DB_ID = "5b720132-17d5-424d-9bcb-ee7b17c13d43"
+SIGNING_SECRET = "test-signing-secret-0123456789abcdef0123456789"
+"""The job service's secret in these tests (the service refuses to start without one)."""
 
 
 def free_port() -> int:
@@ -125,6 +127,7 @@ def worker_env(conninfo: str, gateway: str, **extra: str) -> dict[str, str]:
         "JOBS_DEAD_WORKER_AFTER": "2",
         "JOBS_SCHEDULER_ENABLED": "false",
         "JOBS_SHUTDOWN_GRACE": "10",
+        "JOBS_SIGNING_SECRET": SIGNING_SECRET,
     }
     env.update(extra)
     return env

@@ -16,16 +16,20 @@ from jobfn import protocol
 if TYPE_CHECKING:
     from tests.worker.conftest import JobsDb, Tools
 
-SECRET = "callback-secret"
+SECRET = "callback-secret-0123456789abcdef0123456789"
 
 
 class Client:
     """Posts callbacks to the running callback server."""
 
-    def __init__(self, http: aiohttp.ClientSession, base: str, jobs_db: JobsDb) -> None:
+    def __init__(
+        self, http: aiohttp.ClientSession, base: str, jobs_db: JobsDb, callback_url: str
+    ) -> None:
         self.http = http
         self.base = base
         self.jobs_db = jobs_db
+        self.callback_url = callback_url
+        """The URL the service gives functions (what callbacks are signed for)."""
 
     async def claim(self, worker: str, task: str = "cb-task") -> int:
         """A job of ``task`` claimed by ``worker`` (as that worker's claim would)."""
@@ -45,18 +49,35 @@ class Client:
         worker: str | None = "worker-a",
         headers: dict[str, str] | None = None,
         sign: bool = True,
+        attempt: int | None = 1,
         path: str = "/callback",
     ) -> tuple[int, dict[str, Any]]:
         raw = body if isinstance(body, bytes) else json.dumps(body).encode()
         sent = {"Content-Type": "application/json", **(headers or {})}
         if worker is not None:
             sent["X-Worker-Id"] = worker
+        if attempt is not None:
+            sent["X-Job-Attempt"] = str(attempt)
         if job_id is not None:
             sent["X-Job-Id"] = str(job_id)
             if sign:
-                sent["X-Job-Signature"] = protocol.sign(SECRET, str(job_id), raw, int(time.time()))
+                sent["X-Job-Signature"] = self.signature(sent, raw)
         async with self.http.post(self.base + path, data=raw, headers=sent) as reply:
             return reply.status, await reply.json()
+
+    def signature(self, sent: dict[str, str], raw: bytes, *, secret: str = SECRET) -> str:
+        """A v2 callback signature over ``sent`` headers and ``raw`` body."""
+        envelope = protocol.Envelope(
+            "callback",
+            sent.get("X-Worker-Id", ""),
+            sent.get("X-Job-Id", ""),
+            sent.get("X-Job-Attempt", ""),
+            sent.get("X-Database-Id", ""),
+            self.callback_url,
+            sent.get("X-Job-Error", ""),
+            raw,
+        )
+        return protocol.sign(secret, envelope, int(time.time()))
 
 
 @pytest.fixture
@@ -65,7 +86,9 @@ async def client(tools: Tools, jobs_db: JobsDb) -> AsyncIterator[Client]:
         JOBS_WORKER_ENABLED="false", JOBS_SIGNING_SECRET=SECRET, JOBS_METRICS_INTERVAL="0.1"
     )
     async with tools.running_service(settings) as service, aiohttp.ClientSession() as http:
-        yield Client(http, f"http://127.0.0.1:{service.callback_port}", jobs_db)
+        yield Client(
+            http, f"http://127.0.0.1:{service.callback_port}", jobs_db, settings.callback_url
+        )
 
 
 async def test_success_completes_with_result_and_is_idempotent(
@@ -137,7 +160,7 @@ async def test_wrong_worker_unknown_job_and_bad_requests(client: Client, jobs_db
     job_id = await client.claim("worker-a")
     status, reply = await client.post(job_id, {"status": "success"}, worker="worker-b")
     assert status == 409
-    assert "worker-a" in reply["error"]
+    assert "worker-a" not in json.dumps(reply)  # the holder is never named
     assert await jobs_db.job(job_id) is not None  # still there, still locked
 
     assert (await client.post(987654, {"status": "success"}))[0] == 404
@@ -157,16 +180,23 @@ async def test_wrong_worker_unknown_job_and_bad_requests(client: Client, jobs_db
 async def test_signature_is_required_when_a_secret_is_set(client: Client, jobs_db: JobsDb) -> None:
     job_id = await client.claim("worker-a")
     assert (await client.post(job_id, {"status": "success"}, sign=False))[0] == 401
-    forged = protocol.sign("wrong", str(job_id), b'{"status": "success"}', int(time.time()))
+    sent = {"X-Worker-Id": "worker-a", "X-Job-Id": str(job_id), "X-Job-Attempt": "1"}
+    raw = b'{"status": "success"}'
+    forged = client.signature(sent, raw, secret="w" * 40)
     status, _ = await client.post(
         job_id, {"status": "success"}, sign=False, headers={"X-Job-Signature": forged}
     )
     assert status == 401
-    stale = protocol.sign(SECRET, str(job_id), b'{"status": "success"}', int(time.time()) - 3600)
+    envelope = protocol.Envelope(
+        "callback", "worker-a", str(job_id), "1", "", client.callback_url, "", raw
+    )
+    stale = protocol.sign(SECRET, envelope, int(time.time()) - 3600)
     status, _ = await client.post(
         job_id, {"status": "success"}, sign=False, headers={"X-Job-Signature": stale}
     )
     assert status == 401
+    # Signed, but without the attempt it settles: refused.
+    assert (await client.post(job_id, {"status": "success"}, attempt=None))[0] == 400
     assert await jobs_db.job(job_id) is not None
     assert (await client.post(job_id, {"status": "success"}, path="/"))[0] == 200
 

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from jobservice.config import VARIABLES, ConfigError, load_settings, parse_bool
 
+SECRET = "config-test-secret-0123456789abcdef0123"
+BASE = {"HOSTNAME": "pod-1", "JOBS_SIGNING_SECRET": SECRET}
+
 
 def test_defaults_match_the_reference() -> None:
-    s = load_settings({"HOSTNAME": "pod-1"})
+    s = load_settings(BASE)
     assert s.worker_id == "pod-1"
     assert s.schema == "app_jobs"
     assert s.callback_port == 12345
@@ -17,6 +22,8 @@ def test_defaults_match_the_reference() -> None:
     assert s.support_any is True
     assert s.request_timeout == 300.0
     assert s.dead_worker_after + s.heartbeat_interval <= 60.0
+    assert s.insecure_callbacks is False
+    assert s.max_reply_bytes == 1024 * 1024
 
 
 def test_every_variable_read_is_documented() -> None:
@@ -54,7 +61,9 @@ def test_values_are_read() -> None:
             "INTERNAL_JOBS_CALLBACK_PORT": "18000",
             "JOBS_CALLBACK_HOST": "cb",
             "KNATIVE_SERVICE_URL": "http://ksvc",
-            "JOBS_SIGNING_SECRET": "s3cret",
+            "JOBS_SIGNING_SECRET": SECRET,
+            "JOBS_SIGNING_SECRET_PREVIOUS": "p" * 32,
+            "JOBS_MAX_REPLY_BYTES": "4096",
         }
     )
     assert s.worker_id == "explicit-id"
@@ -67,7 +76,9 @@ def test_values_are_read() -> None:
     assert s.inprocess == {"a": "pkg.mod:handler"}
     assert s.callback_url == "http://cb:18000/callback"
     assert s.gateway_url == "http://ksvc"
-    assert s.signing_secret == "s3cret"
+    assert s.signing_secret == SECRET
+    assert s.signing_secrets == (SECRET, "p" * 32)
+    assert s.max_reply_bytes == 4096
 
 
 @pytest.mark.parametrize(
@@ -98,6 +109,13 @@ def test_booleans(raw: str, expected: bool) -> None:
         ({"JOBS_SUPPORT_ANY": "false"}, "JOBS_SUPPORTED"),
         ({"HOSTNAME": "ab"}, "HOSTNAME"),
         ({"JOBS_CRON_TZ": "Mars/Olympus"}, "JOBS_CRON_TZ"),
+        ({"JOBS_SIGNING_SECRET": ""}, "JOBS_SIGNING_SECRET"),
+        ({"JOBS_SIGNING_SECRET": "short"}, "JOBS_SIGNING_SECRET"),
+        ({"JOBS_SIGNING_SECRET": "change-me-to-a-long-random-string"}, "JOBS_SIGNING_SECRET"),
+        ({"JOBS_SIGNING_SECRET_PREVIOUS": "tiny"}, "JOBS_SIGNING_SECRET_PREVIOUS"),
+        ({"JOBS_SIGNING_SECRET_FILE": "/nonexistent/secret"}, "JOBS_SIGNING_SECRET"),
+        ({"JOBS_INSECURE_CALLBACKS": "perhaps"}, "JOBS_INSECURE_CALLBACKS"),
+        ({"JOBS_MAX_REPLY_BYTES": "10"}, "JOBS_MAX_REPLY_BYTES"),
         (
             {"JOBS_HEARTBEAT_INTERVAL": "30", "JOBS_DEAD_WORKER_AFTER": "40"},
             "JOBS_DEAD_WORKER_AFTER",
@@ -106,7 +124,7 @@ def test_booleans(raw: str, expected: bool) -> None:
 )
 def test_malformed_values_name_the_variable(env: dict[str, str], variable: str) -> None:
     with pytest.raises(ConfigError) as info:
-        load_settings({"HOSTNAME": "pod-1", **env})
+        load_settings({**BASE, **env})
     message = str(info.value)
     assert message.startswith(f"{variable}: expected ")
     assert "\n" not in message
@@ -119,3 +137,38 @@ def test_the_readme_documents_every_variable() -> None:
     for var in VARIABLES:
         for name in var.name.split():
             assert f"`{name}`" in readme, name
+
+
+def test_the_secret_is_never_echoed_in_the_error() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings({"HOSTNAME": "pod-1", "JOBS_SIGNING_SECRET": "hunter2-short"})
+    assert "hunter2" not in str(info.value)
+    assert "at least 32 bytes" in str(info.value)
+
+
+def test_secret_from_files_and_insecure_switch(tmp_path: Path) -> None:
+    current = tmp_path / "current"
+    current.write_text(SECRET + "\n")
+    previous = tmp_path / "previous"
+    previous.write_text("q" * 40)
+    s = load_settings(
+        {
+            "HOSTNAME": "pod-1",
+            "JOBS_SIGNING_SECRET_FILE": str(current),
+            "JOBS_SIGNING_SECRET_PREVIOUS_FILE": str(previous),
+        }
+    )
+    assert s.signing_secrets == (SECRET, "q" * 40)
+    with pytest.raises(ConfigError, match=r"^JOBS_SIGNING_SECRET: expected either"):
+        load_settings({**BASE, "JOBS_SIGNING_SECRET_FILE": str(current)})
+    insecure = load_settings({"HOSTNAME": "pod-1", "JOBS_INSECURE_CALLBACKS": "true"})
+    assert (insecure.insecure_callbacks, insecure.signing_secrets) == (True, ())
+    # The scheduler alone neither signs nor checks anything.
+    alone = load_settings(
+        {
+            "HOSTNAME": "pod-1",
+            "JOBS_WORKER_ENABLED": "false",
+            "JOBS_CALLBACK_SERVER_ENABLED": "false",
+        }
+    )
+    assert alone.signing_secret is None

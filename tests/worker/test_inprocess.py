@@ -62,7 +62,7 @@ def functions_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 async def test_inprocess_functions_settle_jobs(
-    tools: Tools, jobs_db: JobsDb, functions_module: str
+    tools: Tools, jobs_db: JobsDb, functions_module: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     tasks = ["double", "permanent", "crash", "slow", "background"]
     mapping = {f"inproc-{t}": f"{functions_module}:{t}" for t in tasks}
@@ -70,6 +70,10 @@ async def test_inprocess_functions_settle_jobs(
         JOBS_INPROCESS=__import__("json").dumps(mapping),
         JOBS_TASK_TIMEOUT='{"inproc-slow": 0.3}',
     )
+    # An in-process function reads the worker's environment: the same signing secret, so its
+    # (background) callbacks are signed like any function's.
+    assert settings.signing_secret is not None
+    monkeypatch.setenv("JOBS_SIGNING_SECRET", settings.signing_secret)
     async with tools.running_service(settings):
         ok = await jobs_db.add("inproc-double", {"n": 21})
         perm = await jobs_db.add("inproc-permanent", {"n": 1})

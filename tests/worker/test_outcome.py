@@ -6,7 +6,7 @@ from typing import NamedTuple
 
 import pytest
 
-from jobservice.outcome import Kind, connection_error, interpret, timed_out
+from jobservice.outcome import Kind, connection_error, interpret, timed_out, too_large
 
 JSON = {"content-type": "application/json"}
 
@@ -33,8 +33,26 @@ CASES = [
     Case(201, {}, b"", Kind.COMPLETED, None, None),
     Case(204, {}, b"", Kind.COMPLETED, None, None),
     Case(200, {"content-type": "text/plain"}, b"ok", Kind.COMPLETED, None, None),
-    Case(200, JSON, b"not json", Kind.COMPLETED, None, None),
-    Case(200, JSON, b'{"ratio": NaN}', Kind.COMPLETED, None, None),
+    Case(200, {}, b"{not json", Kind.COMPLETED, None, None),
+    # declared JSON that is not JSON: never a completion, a retryable failure
+    Case(
+        200,
+        JSON,
+        b"not json",
+        Kind.RETRY,
+        None,
+        "HTTP 200 OK declared JSON but the body is not JSON: 'not json'",
+    ),
+    Case(
+        200,
+        JSON,
+        b'{"ratio": NaN}',
+        Kind.RETRY,
+        None,
+        """HTTP 200 OK declared JSON but the body is not JSON: '{"ratio": NaN}'""",
+    ),
+    # JSON in another Unicode encoding is stored as UTF-8 text
+    Case(200, JSON, '{"a": "é"}'.encode("utf-16"), Kind.COMPLETED, '{"a":"é"}', None),
     # 202: the function calls back
     Case(202, JSON, b'{"accepted": true}', Kind.CALLBACK, None, None),
     # X-Job-Error: true (any case) → failed attempt with the body's error/message
@@ -135,3 +153,37 @@ def test_transport_failures_name_the_cause() -> None:
     assert got.message is not None
     assert "http://127.0.0.1:9/t" in got.message
     assert "ConnectionRefusedError" in got.message
+
+
+def test_non_utf8_error_bodies_are_decoded_with_replacement() -> None:
+    got = interpret(500, {}, b"caf\xe9 \xff")
+    assert got.message == "HTTP 500 Internal Server Error: caf\ufffd \ufffd"
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "body", "unreachable"),
+    [
+        (502, {"content-type": "text/html"}, b"<html>Bad Gateway</html>", True),
+        (503, {}, b"no healthy upstream", True),
+        (504, {}, b"", True),
+        (503, JSON, b'{"error": "db down"}', False),  # the function's own answer
+        (503, JSON, b'{"message": "busy"}', False),
+        (502, {"x-job-error": "true"}, b"", False),
+        (500, {}, b"<html>oops</html>", False),
+        (200, {}, b"", False),
+    ],
+)
+def test_gateway_errors_are_unreachable(
+    status: int, headers: dict[str, str], body: bytes, unreachable: bool
+) -> None:
+    assert interpret(status, headers, body).unreachable is unreachable
+
+
+def test_refused_connections_and_oversized_replies() -> None:
+    refused = connection_error("http://f/t", ConnectionRefusedError(111, "x"), unreachable=True)
+    assert (refused.kind, refused.unreachable) == (Kind.RETRY, True)
+    big = too_large("http://f/t", 1024)
+    assert big.kind is Kind.RETRY
+    assert big.message == (
+        "the reply of http://f/t is larger than 1024 bytes (JOBS_MAX_REPLY_BYTES); it was not read"
+    )

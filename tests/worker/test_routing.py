@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from jobservice.routing import HttpRoute, InProcessRoute, Router, dns_safe, url_for
+from jobservice.routing import (
+    HttpRoute,
+    InProcessRoute,
+    InvalidTaskError,
+    Router,
+    dns_safe,
+    url_for,
+)
 
 
 @pytest.mark.parametrize(
@@ -65,3 +72,18 @@ def test_in_process_map_wins_and_filter() -> None:
     assert router.supports("u")
     assert not router.supports("v")
     assert Router(gateway_map={}, template=None, base_url="http://gw").task_filter is None
+
+
+@pytest.mark.parametrize("task", [".", "..", "a/b", "/etc", "../admin", "x/"])
+def test_path_escaping_task_identifiers_are_refused(task: str) -> None:
+    router = Router(
+        gateway_map={task: "http://127.0.0.1:9/mapped"}, template=None, base_url="http://gw"
+    )
+    with pytest.raises(InvalidTaskError, match="is not allowed"):
+        router.route(task)
+    with pytest.raises(InvalidTaskError):
+        url_for(task, gateway_map={}, template="http://{task}.fns", base_url="http://gw")
+
+
+def test_dots_inside_a_name_are_fine() -> None:
+    assert url_for("a..b", gateway_map={}, template=None, base_url="http://gw") == "http://gw/a..b"

@@ -21,7 +21,7 @@ async def test_headers_and_completion_with_result(
     tools: Tools, jobs_db: JobsDb, fn_server: FunctionServer
 ) -> None:
     fn_server.reply("echo", 200, {"complete": True, "result": {"sent": 3}})
-    settings = tools.settings(JOBS_SIGNING_SECRET="s3cret")
+    settings = tools.settings()
     async with tools.running_service(settings):
         job_id = await jobs_db.add("echo", {"a": 1})
         done = await jobs_db.finished(job_id)
@@ -44,9 +44,19 @@ async def test_headers_and_completion_with_result(
     assert h["x-job-completion"] == "reply"
     version, trace_id, span_id, flags = h["traceparent"].split("-")
     assert (version, len(trace_id), len(span_id), flags) == ("00", 32, 16, "01")
-    assert protocol.verify(
-        "s3cret", h["x-job-signature"], str(job_id), delivery.body, now=time.time()
+    envelope = protocol.Envelope(
+        "dispatch",
+        "test-worker-1",
+        str(job_id),
+        "1",
+        jobs_db.DB_ID,
+        settings.callback_url,
+        "",
+        delivery.body,
     )
+    secret = settings.signing_secret
+    assert secret is not None
+    assert protocol.verify(secret, h["x-job-signature"], envelope, now=time.time())
     assert "x-actor-id" not in h
 
 
@@ -116,7 +126,9 @@ async def test_202_waits_for_the_callback_then_completes(
     tools: Tools, jobs_db: JobsDb, fn_server: FunctionServer
 ) -> None:
     fn_server.reply("later", 202, {"accepted": True})
-    async with tools.running_service(tools.settings()):
+    settings = tools.settings()
+    assert settings.signing_secret is not None
+    async with tools.running_service(settings):
         job_id = await jobs_db.add("later")
 
         async def deadline_set() -> Any:
@@ -128,11 +140,24 @@ async def test_202_waits_for_the_callback_then_completes(
         assert row is not None
         assert row["locked_by"] == "test-worker-1"
         (delivery,) = fn_server.of("later")
+        body = json.dumps({"status": "success", "result": {"done": 1}}).encode()
+        url = delivery.headers["x-callback-url"]
+        envelope = protocol.Envelope(
+            "callback", "test-worker-1", str(job_id), "1", jobs_db.DB_ID, url, "", body
+        )
         async with aiohttp.ClientSession() as http:
             reply = await http.post(
-                delivery.headers["x-callback-url"],
-                json={"status": "success", "result": {"done": 1}},
-                headers={"X-Worker-Id": "test-worker-1", "X-Job-Id": str(job_id)},
+                url,
+                data=body,
+                headers={
+                    "X-Worker-Id": "test-worker-1",
+                    "X-Job-Id": str(job_id),
+                    "X-Job-Attempt": "1",
+                    "X-Database-Id": jobs_db.DB_ID,
+                    "X-Job-Signature": protocol.sign(
+                        settings.signing_secret, envelope, int(time.time())
+                    ),
+                },
             )
             assert reply.status == 200
         done = await jobs_db.finished(job_id)
@@ -151,10 +176,10 @@ async def test_202_without_callback_is_retried_after_the_deadline(
     assert row["locked_until"] is None
 
 
-async def test_a_result_postgresql_refuses_still_completes_the_job(
+async def test_a_reply_that_is_not_json_is_a_retry_and_odd_json_completes(
     tools: Tools, jobs_db: JobsDb, fn_server: FunctionServer
 ) -> None:
-    # Python's JSON reader accepts NaN; PostgreSQL's json type does not.
+    # Python's JSON reader accepts NaN; it is not JSON (PostgreSQL's json type refuses it).
     fn_server.reply("nan", 200, b'{"ratio": NaN}', {"Content-Type": "application/json"})
     fn_server.reply("nul", 200, b'{"text": "a\\u0000b"}', {"Content-Type": "application/json"})
     fn_server.reply("fine", 200, {"ok": True})
@@ -162,7 +187,7 @@ async def test_a_result_postgresql_refuses_still_completes_the_job(
         odd = await jobs_db.add("nan")
         nul = await jobs_db.add("nul")
         fine = await jobs_db.add("fine")
-        done = await jobs_db.finished(odd)
+        retried = await jobs_db.retried(odd)
         assert (await jobs_db.finished(fine))["status"] == "completed"
         assert (await jobs_db.finished(nul))["status"] == "completed"
-    assert (done["status"], done["result"]) == ("completed", None)
+    assert retried["last_error"].startswith("HTTP 200 OK declared JSON but the body is not JSON")

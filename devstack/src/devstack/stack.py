@@ -3,11 +3,16 @@
 The same stack as ``docker-compose.jobs.yml``, as processes on this machine: the job service
 (worker, callback server, scheduler), both example functions, the development GraphQL API and a
 local mail inbox. Functions send email by SMTP to the inbox, so nothing leaves the machine.
+
+The job service and both functions share one signing secret, random per run
+(:func:`new_secret`): dispatches and callbacks are signed as in production, and nothing else on
+the machine can complete a job through the callback port.
 """
 
 from __future__ import annotations
 
 import json
+import secrets
 import socket
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -68,8 +73,29 @@ def function_urls(ports: Ports) -> dict[str, str]:
     }
 
 
-def build_stack(conninfo: str, ports: Ports, bin_dir: Path) -> list[ProcessSpec]:
-    """The processes of the stack, in start order."""
+def new_secret() -> str:
+    """A fresh random signing secret (64 hex characters: 32 random bytes)."""
+    return secrets.token_hex(32)
+
+
+def signing_env(secret: str) -> dict[str, str]:
+    """``JOBS_SIGNING_SECRET`` for a process, overriding any secret variable inherited from
+    the calling shell (an empty value counts as unset)."""
+    return {
+        "JOBS_SIGNING_SECRET": secret,
+        "JOBS_SIGNING_SECRET_FILE": "",
+        "JOBS_SIGNING_SECRET_PREVIOUS": "",
+        "JOBS_SIGNING_SECRET_PREVIOUS_FILE": "",
+        "JOBS_INSECURE_CALLBACKS": "false",
+    }
+
+
+def build_stack(
+    conninfo: str, ports: Ports, bin_dir: Path, secret: str | None = None
+) -> list[ProcessSpec]:
+    """The processes of the stack, in start order; ``secret`` (default: a new one) signs
+    dispatches and callbacks between the job service and the functions."""
+    signing = signing_env(secret or new_secret())
     db = {"DATABASE_URL": conninfo}
     smtp = {
         "EMAIL_SEND_USE_SMTP": "true",
@@ -96,15 +122,16 @@ def build_stack(conninfo: str, ports: Ports, bin_dir: Path) -> list[ProcessSpec]
         ),
         ProcessSpec(
             name="simple-email",
-            argv=[str(bin_dir / "jobfn"), "serve", "simple_email"],
-            env={**smtp, "PORT": str(ports.simple_email)},
+            argv=[str(bin_dir / "jobfn"), "serve", "simple_email", "--host", "127.0.0.1"],
+            env={**smtp, **signing, "PORT": str(ports.simple_email)},
             ready_url=f"http://127.0.0.1:{ports.simple_email}/health/readiness",
         ),
         ProcessSpec(
             name="send-verification-link",
-            argv=[str(bin_dir / "jobfn"), "serve", "send_verification_link"],
+            argv=[str(bin_dir / "jobfn"), "serve", "send_verification_link", "--host", "127.0.0.1"],
             env={
                 **smtp,
+                **signing,
                 "PORT": str(ports.send_verification_link),
                 "GRAPHQL_URL": f"http://127.0.0.1:{ports.graphql}/graphql",
                 "GRAPHQL_HOST_HEADER": DEMO_HOST,
@@ -119,9 +146,11 @@ def build_stack(conninfo: str, ports: Ports, bin_dir: Path) -> list[ProcessSpec]
             argv=[str(bin_dir / "jobs"), "worker"],
             env={
                 **db,
+                **signing,
                 "HOSTNAME": "dev-worker-1",
                 "INTERNAL_GATEWAY_DEVELOPMENT_MAP": json.dumps(function_urls(ports)),
                 "INTERNAL_JOBS_CALLBACK_PORT": str(ports.callback),
+                "JOBS_CALLBACK_BIND": "127.0.0.1",  # the local stack is not reachable from outside
                 "INTERNAL_JOBS_CALLBACK_URL": f"http://127.0.0.1:{ports.callback}/callback",
             },
             ready_url=f"http://127.0.0.1:{ports.callback}/health/readiness",

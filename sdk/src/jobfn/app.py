@@ -20,7 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from jobfn import protocol
-from jobfn.callback import CallbackTarget
+from jobfn.callback import CallbackTarget, trusted_callback_urls
 from jobfn.handler import InvalidPayloadError
 from jobfn.logging import JOB_LOGGER
 from jobfn.openapi import openapi_document
@@ -38,7 +38,7 @@ Send = Callable[[Message], Awaitable[None]]
 job_log = logging.getLogger(JOB_LOGGER)
 
 ACCEPTED = Outcome(202, "accepted")
-UNAUTHORIZED = "missing or invalid X-Job-Signature"
+UNAUTHORIZED = "missing, invalid or stale X-Job-Signature"
 
 
 class ClientGoneError(Exception):
@@ -130,11 +130,26 @@ async def handle_job_request(fn: JobFunction, scope: Scope, receive: Receive, se
     target = None
     if job.callback_url and job.worker_id and job.job_id:
         target = CallbackTarget(
-            protocol.callback_endpoint(job.callback_url), job.worker_id, job.job_id, job.database_id
+            protocol.callback_endpoint(job.callback_url),
+            job.worker_id,
+            job.job_id,
+            job.database_id,
+            job.raw_attempt,
         )
-    secret = fn.signing_secret
+    signer = fn.signer
+    refused_url: str | None = None
+    if (
+        target is not None
+        and signer is None
+        and not fn.callback_allow_list.allows(target.url)
+        and target.url not in trusted_callback_urls.get()
+    ):
+        # Unsigned: only allowed callback URLs (not an open relay). Our worker settles from the
+        # reply, so a job that would send no outcome callback just runs without one.
+        refused_url = target.url
+        target = None
     if target is not None:
-        ctx._bind_callback(fn.sender, target, secret)
+        ctx._bind_callback(fn.sender, target, signer)
 
     limit = fn.max_body_size
     outcome: Outcome | None = None
@@ -150,12 +165,21 @@ async def handle_job_request(fn: JobFunction, scope: Scope, receive: Receive, se
             outcome = too_large(limit)
         else:
             body = read
-    if secret is not None and (
+    if signer is not None and (
         outcome is not None
-        or not protocol.verify(secret, job.signature, job.job_id or "", body, now=time.time())
+        or not signer.verify(job.signature, protocol.dispatch_envelope(job, body), now=time.time())
     ):
-        # An unauthenticated request does not get to settle a job by callback.
+        # An unauthenticated request does not get to run or to settle a job by callback.
         outcome = outcome or Outcome(401, "unauthorized", error=UNAUTHORIZED)
+        await send_reply(send, outcome)
+        log_job(ctx, outcome, started)
+        return
+    if refused_url is not None and (fn.background or not job.completion_reply):
+        outcome = Outcome(
+            400,
+            "callback_refused",
+            error=f"X-Callback-Url {refused_url} is not allowed (JOBS_CALLBACK_ALLOWED_URLS)",
+        )
         await send_reply(send, outcome)
         log_job(ctx, outcome, started)
         return
@@ -176,7 +200,7 @@ async def handle_job_request(fn: JobFunction, scope: Scope, receive: Receive, se
     log_job(ctx, outcome, started)
     if target is not None and not job.completion_reply:
         await fn.sender.send(
-            target, protocol.callback_body(outcome), error=not outcome.ok, secret=secret
+            target, protocol.callback_body(outcome), error=not outcome.ok, signer=signer
         )
 
 

@@ -26,6 +26,13 @@ _client_override: ContextVar[httpx.AsyncClient | None] = ContextVar(
 """A client that replaces the function's own for callbacks sent in this context
 (:mod:`jobfn.testing` captures callbacks this way)."""
 
+trusted_callback_urls: ContextVar[frozenset[str]] = ContextVar(
+    "jobfn_trusted_callback_urls", default=frozenset()
+)
+"""Callback URLs vouched for by whoever calls the function in this process, allowed even to a
+function without a secret: the worker's own callback endpoint for its in-process dispatch,
+:mod:`jobfn.testing`'s captured one."""
+
 
 @dataclass(frozen=True, slots=True)
 class CallbackPolicy:
@@ -67,6 +74,21 @@ class CallbackTarget:
     worker_id: str
     job_id: str
     database_id: str | None = None
+    attempt: str = ""
+    """The attempt the job was dispatched for (``X-Job-Attempt``), ``""`` when unknown."""
+
+    def envelope(self, body: bytes, *, error: bool) -> protocol.Envelope:
+        """What the callback's signature covers (purpose ``callback``, this URL, attempt)."""
+        return protocol.Envelope(
+            protocol.PURPOSE_CALLBACK,
+            self.worker_id,
+            self.job_id,
+            self.attempt,
+            self.database_id or "",
+            self.url,
+            "true" if error else "",
+            body,
+        )
 
 
 class CallbackSender:
@@ -96,20 +118,22 @@ class CallbackSender:
         body: bytes,
         *,
         error: bool,
-        secret: str | None,
+        signer: protocol.Signer | None,
         attempts: int | None = None,
     ) -> bool:
         """POST ``body`` to ``target``; whether the callback server accepted it (2xx).
 
-        Never raises for delivery problems: they are retried, then logged.
+        Signed (scheme v2, purpose ``callback``) when there is a ``signer``, afresh for each
+        try. Never raises for delivery problems: they are retried, then logged.
         """
+        envelope = target.envelope(body, error=error) if signer is not None else None
         client = _client_override.get() or self._shared_client()
         tries = attempts or self.policy.attempts
         problem = ""
         for tried in range(1, tries + 1):
             signature = (
-                protocol.sign(secret, target.job_id, body, int(time.time()))
-                if secret is not None
+                signer.sign(envelope, int(time.time()), every_secret=True)
+                if signer is not None and envelope is not None
                 else None
             )
             headers = protocol.callback_headers(
@@ -117,6 +141,7 @@ class CallbackSender:
                 job_id=target.job_id,
                 database_id=target.database_id,
                 error=error,
+                attempt=target.attempt,
                 signature=signature,
             )
             try:

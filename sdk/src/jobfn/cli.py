@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
+from jobfn import logging as jobfn_logging
 from jobfn.errors import ConfigError
 from jobfn.function import JobFunction
 
@@ -85,6 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from jobfn.serve import port_from_env, serve
 
     args = parser().parse_args(argv)
+    jobfn_logging.configure(args.log_level.upper())  # start-up warnings as JSON lines too
     try:
         fn = load_target(args.target)
         port = args.port if args.port is not None else port_from_env()

@@ -25,8 +25,8 @@ class JobContext:
     __slots__ = (
         "_logger",
         "_logger_name",
-        "_secret",
         "_sender",
+        "_signer",
         "_target",
         "actor_id",
         "attempt",
@@ -75,7 +75,7 @@ class JobContext:
         self._logger: JobLogger | None = None
         self._sender: CallbackSender | None = None
         self._target: CallbackTarget | None = None
-        self._secret: str | None = None
+        self._signer: protocol.Signer | None = None
 
     @property
     def fields(self) -> dict[str, object]:
@@ -108,11 +108,11 @@ class JobContext:
         )
 
     def _bind_callback(
-        self, sender: CallbackSender, target: CallbackTarget | None, secret: str | None
+        self, sender: CallbackSender, target: CallbackTarget | None, signer: protocol.Signer | None
     ) -> None:
         self._sender = sender
         self._target = target
-        self._secret = secret
+        self._signer = signer
 
     async def progress(self, percent: float, message: str | None = None) -> bool:
         """Report progress (0-100) through the callback; whether it was delivered.
@@ -124,7 +124,7 @@ class JobContext:
         if self._sender is None or self._target is None:
             return False
         return await self._sender.send(
-            self._target, body, error=False, secret=self._secret, attempts=2
+            self._target, body, error=False, signer=self._signer, attempts=2
         )
 
     def progress_sync(self, percent: float, message: str | None = None) -> bool:

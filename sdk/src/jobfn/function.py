@@ -6,14 +6,13 @@ import asyncio
 import functools
 import inspect
 import logging
-import os
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, overload
 
-from jobfn import protocol
+from jobfn import protocol, security
 from jobfn.app import Receive, Scope, Send, build_app, handle_job_request, log_job
 from jobfn.callback import CallbackPolicy, CallbackSender, CallbackTarget
 from jobfn.context import JobContext
@@ -27,7 +26,7 @@ if TYPE_CHECKING:
 
 DEFAULT_MAX_BODY_SIZE = 1024 * 1024
 DEFAULT_SHUTDOWN_TIMEOUT = 25.0
-SIGNING_SECRET_VARIABLE = "JOBS_SIGNING_SECRET"
+SIGNING_SECRET_VARIABLE = security.SECRET_VARIABLE
 
 log = logging.getLogger("jobfn")
 
@@ -57,7 +56,8 @@ class JobFunction:
         max_body_size: int = DEFAULT_MAX_BODY_SIZE,
         callback: CallbackPolicy | None = None,
         shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
-        signing_secret: str | None = _UNSET,
+        signing_secret: str | Sequence[str] | None = _UNSET,
+        callback_allowed_urls: Sequence[str] | None = _UNSET,
         on_startup: Sequence[Callable[[], object]] = (),
         localns: Mapping[str, Any] | None = None,
     ) -> None:
@@ -76,7 +76,11 @@ class JobFunction:
         self.shutdown_timeout = shutdown_timeout
         self.sender = CallbackSender(callback)
         self.ready = True
-        self._secret = signing_secret
+        self._secret_option = signing_secret
+        self._signer: protocol.Signer | None = _UNSET
+        self._allow_option = callback_allowed_urls
+        self._allow_list: security.CallbackAllowList | None = None
+        self._allow_cache: tuple[tuple[str, str], security.CallbackAllowList] | None = None
         self._app: Starlette | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._logger_name = getattr(func, "__module__", None) or "jobfn.handler"
@@ -88,12 +92,26 @@ class JobFunction:
 
         ``jobfn serve`` / :func:`serve` call it before listening (a :class:`ConfigError` prints
         its one line and exits 2), the ASGI lifespan calls it for any other server, and the
-        worker calls it when it loads the function in-process.
+        worker calls it when it loads the function in-process. It also reads the signing
+        secrets (a malformed one is a :class:`ConfigError`) and, when there is none, logs a
+        warning that the function accepts unsigned jobs.
         """
         if self._started:
             return
+        signer = self.signer  # a malformed secret stops start-up here
+        allow = self.callback_allow_list
         for check in self._on_startup:
             check()
+        if signer is None:
+            where = ", ".join(allow.entries) if allow else "nowhere (no callbacks)"
+            log.warning(
+                "%s is not set: function %s runs unsigned jobs from anyone who can reach it; "
+                "callbacks go only to %s (JOBS_CALLBACK_ALLOWED_URLS)",
+                SIGNING_SECRET_VARIABLE,
+                self.name,
+                where,
+                extra={"action": "start", "insecure": True},
+            )
         self._started = True
 
     def __repr__(self) -> str:
@@ -126,12 +144,49 @@ class JobFunction:
         return self.handler.shape.payload_type
 
     @property
+    def signer(self) -> protocol.Signer | None:
+        """Signs callbacks and verifies dispatches; ``None`` when the function has no secret.
+
+        The secrets are the ``signing_secret`` option, else ``JOBS_SIGNING_SECRET`` (or
+        ``JOBS_SIGNING_SECRET_FILE``) and ``JOBS_SIGNING_SECRET_PREVIOUS`` (or ``..._FILE``),
+        read once; a malformed one raises :class:`~jobfn.ConfigError` naming the variable.
+        """
+        if self._signer is _UNSET:
+            secrets = self._secrets()
+            self._signer = protocol.Signer(secrets) if secrets else None
+        signer: protocol.Signer | None = self._signer
+        return signer
+
+    def _secrets(self) -> list[str]:
+        option = self._secret_option
+        if option is _UNSET:
+            return security.signing_secrets()
+        if option is None:
+            return []
+        return [option] if isinstance(option, str) else list(option)
+
+    @property
     def signing_secret(self) -> str | None:
-        """The ``X-Job-Signature`` secret (``JOBS_SIGNING_SECRET``, read once), or ``None``."""
-        if self._secret is _UNSET:
-            self._secret = os.environ.get(SIGNING_SECRET_VARIABLE) or None
-        secret: str | None = self._secret
-        return secret
+        """The current signing secret (see :attr:`signer`), or ``None``."""
+        if self.signer is None:
+            return None
+        return self._secrets()[0]
+
+    @property
+    def callback_allow_list(self) -> security.CallbackAllowList:
+        """Where callbacks may go when the function has no secret: the
+        ``callback_allowed_urls`` option, else the environment (see
+        :func:`jobfn.security.callback_allow_list`; re-parsed only when it changes)."""
+        option = self._allow_option
+        if option is not _UNSET:
+            if self._allow_list is None:
+                self._allow_list = security.CallbackAllowList(list(option or ()))
+            return self._allow_list
+        key = security.allow_list_key()
+        cached = self._allow_cache
+        if cached is None or cached[0] != key:
+            cached = self._allow_cache = (key, security.callback_allow_list())
+        return cached[1]
 
     def context_for(self, job: protocol.JobHeaders) -> JobContext:
         """The :class:`JobContext` of a request with these job headers."""
@@ -182,7 +237,7 @@ class JobFunction:
             target,
             protocol.callback_body(outcome),
             error=not outcome.ok,
-            secret=self.signing_secret,
+            signer=self.signer,
             attempts=attempts,
         )
 
@@ -325,7 +380,8 @@ def job_function(
     max_body_size: int = DEFAULT_MAX_BODY_SIZE,
     callback: CallbackPolicy | None = None,
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
-    signing_secret: str | None = ...,
+    signing_secret: str | Sequence[str] | None = ...,
+    callback_allowed_urls: Sequence[str] | None = ...,
     on_startup: Sequence[Callable[[], object]] = (),
 ) -> Callable[[HandlerT], JobFunction]: ...
 
@@ -341,7 +397,8 @@ def job_function(
     max_body_size: int = DEFAULT_MAX_BODY_SIZE,
     callback: CallbackPolicy | None = None,
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
-    signing_secret: str | None = _UNSET,
+    signing_secret: str | Sequence[str] | None = _UNSET,
+    callback_allowed_urls: Sequence[str] | None = _UNSET,
     on_startup: Sequence[Callable[[], object]] = (),
 ) -> JobFunction | Callable[[HandlerT], JobFunction]:
     """Turn ``handler(payload, ctx)`` (sync or async) into a :class:`JobFunction`.
@@ -355,7 +412,11 @@ def job_function(
     - ``max_body_size``: largest accepted request body in bytes (default 1 MiB; larger → 413);
     - ``callback``: a :class:`CallbackPolicy` (timeout, attempts, backoff);
     - ``shutdown_timeout``: seconds background jobs may take to finish on shutdown;
-    - ``signing_secret``: overrides ``JOBS_SIGNING_SECRET`` (``None``: no signatures);
+    - ``signing_secret``: overrides ``JOBS_SIGNING_SECRET`` / ``_PREVIOUS`` (a secret or a
+      list, current first; ``None``: no signatures). With a secret, an unsigned or badly
+      signed request is answered 401 and runs nothing;
+    - ``callback_allowed_urls``: overrides ``JOBS_CALLBACK_ALLOWED_URLS``, the origins or URL
+      prefixes a function *without* a secret may send callbacks to (others: 400, nothing runs);
     - ``on_startup``: callables run once before the function takes jobs (e.g. checking its
       environment); raising :class:`ConfigError` stops start-up with that one line.
     """
@@ -372,6 +433,7 @@ def job_function(
             callback=callback,
             shutdown_timeout=shutdown_timeout,
             signing_secret=signing_secret,
+            callback_allowed_urls=callback_allowed_urls,
             on_startup=on_startup,
             localns=localns,
         )

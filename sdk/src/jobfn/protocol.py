@@ -3,9 +3,18 @@
 Header names, the ``X-Job-Signature`` scheme and callback-URL normalisation live here so that
 the SDK, the worker and the callback server agree by construction.
 
-Signature: ``X-Job-Signature: t=<unix seconds>,v1=<hex>`` where ``<hex>`` is
-``HMAC-SHA256(secret, "<t>.<job id>.<raw body>")``;
-a signature whose ``t`` is over :data:`SIGNATURE_TOLERANCE_SECONDS` from now is stale.
+Signature, scheme v2: ``X-Job-Signature: t=<unix seconds>,v2=<hex>[,v2=<hex>]``, each
+``<hex>`` the HMAC-SHA256, keyed by a secret, of ::
+
+    v2\n<purpose>\n<t>\n<worker id>\n<job id>\n<attempt>\n<database id>\n<callback url>
+    \n<X-Job-Error value or empty>\n<raw body>
+
+(:meth:`Envelope.message`). ``purpose`` is ``dispatch`` (worker → function) or ``callback``
+(function → callback server), so one cannot stand for the other; the worker, job, attempt,
+tenant, callback URL and error flag are all covered, so none can be changed under a valid
+signature, and a callback signed for one attempt does not verify for another. A verifier
+accepts ``t`` within :data:`SIGNATURE_TOLERANCE_SECONDS` of its clock and a match against any
+of its secrets (current and previous: rotation without downtime); see ``docs/security.md``.
 """
 
 from __future__ import annotations
@@ -13,7 +22,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
@@ -39,51 +48,148 @@ COMPLETION_REPLY = "reply"
 """Value of ``X-Job-Completion`` meaning: the worker settles the job from the HTTP reply."""
 
 SIGNATURE_TOLERANCE_SECONDS = 300
+"""A signature whose ``t`` is further than this from the verifier's clock is refused."""
+
+PURPOSE_DISPATCH = "dispatch"
+"""Signature purpose of a dispatch (worker → function)."""
+PURPOSE_CALLBACK = "callback"
+"""Signature purpose of a callback (function → callback server)."""
+
+_MAX_SIGNATURES = 8
+"""At most this many ``v2=`` entries are looked at (one per secret during a rotation)."""
 
 
-def signature_payload(timestamp: int, job_id: str, body: bytes) -> bytes:
-    """The bytes that are signed: ``b"<t>.<job id>.<raw body>"``."""
-    return f"{timestamp}.{job_id}.".encode() + body
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """Everything a signature covers besides its timestamp (scheme v2).
 
-
-def sign(secret: str, job_id: str, body: bytes, timestamp: int) -> str:
-    """The ``X-Job-Signature`` header value for ``body`` of job ``job_id`` at ``timestamp``."""
-    digest = hmac.new(
-        secret.encode(), signature_payload(timestamp, job_id, body), hashlib.sha256
-    ).hexdigest()
-    return f"t={timestamp},v1={digest}"
-
-
-def verify(
-    secret: str,
-    header: str | None,
-    job_id: str,
-    body: bytes,
-    *,
-    now: float,
-    tolerance: int = SIGNATURE_TOLERANCE_SECONDS,
-) -> bool:
-    """Whether ``header`` is a valid, fresh signature of ``body`` for job ``job_id``.
-
-    Any ``v1=`` entry may match (so a secret can be rotated by sending two).
+    ``attempt`` is the attempt number as sent (``""`` when unknown); ``job_error`` the
+    ``X-Job-Error`` header value as sent (``""`` when absent); ``callback_url`` the
+    ``X-Callback-Url`` of a dispatch, or for a callback the URL it is POSTed to
+    (:func:`callback_endpoint` of the dispatch's ``X-Callback-Url``).
     """
-    if not header:
-        return False
+
+    purpose: str
+    worker_id: str
+    job_id: str
+    attempt: str
+    database_id: str
+    callback_url: str
+    job_error: str
+    body: bytes
+
+    def message(self, timestamp: int) -> bytes:
+        """The signed bytes: ``v2\\n<purpose>\\n<t>\\n<worker>\\n<job>\\n<attempt>\\n<database>
+        \\n<callback url>\\n<X-Job-Error>\\n<raw body>`` (text as UTF-8)."""
+        head = (
+            f"v2\n{self.purpose}\n{timestamp}\n{self.worker_id}\n{self.job_id}\n{self.attempt}\n"
+            f"{self.database_id}\n{self.callback_url}\n{self.job_error}\n"
+        )
+        return head.encode("utf-8", "surrogateescape") + self.body
+
+
+class Signer:
+    """Signs and verifies with one or more secrets (the current one first, then the previous).
+
+    The keyed HMAC state is prepared once per secret, so a signature costs one copy and one
+    update. Signing sends one ``v2=`` per secret; verifying accepts a match with any of them.
+    """
+
+    __slots__ = ("_keys",)
+
+    def __init__(self, secrets: Sequence[str | bytes]) -> None:
+        keys = [s.encode() if isinstance(s, str) else bytes(s) for s in secrets if s]
+        if not keys:
+            raise ValueError("Signer needs at least one non-empty secret")
+        self._keys = [hmac.new(key, digestmod=hashlib.sha256) for key in keys]
+
+    def _digest(self, key: hmac.HMAC, message: bytes) -> str:
+        mac = key.copy()
+        mac.update(message)
+        return mac.hexdigest()
+
+    def sign(self, envelope: Envelope, timestamp: int, *, every_secret: bool = False) -> str:
+        """The ``X-Job-Signature`` value ``t=<timestamp>,v2=<hex>`` (one ``v2`` per secret
+        with ``every_secret``, for a rotation in which verifiers may know only the new one)."""
+        message = envelope.message(timestamp)
+        keys = self._keys if every_secret else self._keys[:1]
+        return f"t={timestamp}," + ",".join(f"v2={self._digest(k, message)}" for k in keys)
+
+    def verify(
+        self,
+        header: str | None,
+        envelope: Envelope,
+        *,
+        now: float,
+        tolerance: int = SIGNATURE_TOLERANCE_SECONDS,
+    ) -> bool:
+        """Whether ``header`` is a fresh v2 signature of ``envelope`` by one of the secrets.
+
+        Fresh: ``t`` within ``tolerance`` seconds of ``now`` either way. Digests are compared
+        in constant time; entries other than ``t`` and ``v2`` are ignored.
+        """
+        parsed = parse_signature(header)
+        if parsed is None:
+            return False
+        timestamp, candidates = parsed
+        if abs(now - timestamp) > tolerance:
+            return False
+        message = envelope.message(timestamp)
+        matched = False
+        for key in self._keys:
+            expected = self._digest(key, message)
+            for candidate in candidates:
+                matched |= hmac.compare_digest(expected, candidate)
+        return matched
+
+
+def parse_signature(header: str | None) -> tuple[int, list[str]] | None:
+    """``(t, [v2 digests])`` of an ``X-Job-Signature`` value, ``None`` when malformed."""
+    if not header or len(header) > 2048:
+        return None
     timestamp: int | None = None
     candidates: list[str] = []
     for part in header.split(","):
         key, _, value = part.strip().partition("=")
         if key == "t":
-            try:
-                timestamp = int(value)
-            except ValueError:
-                return False
-        elif key == "v1":
-            candidates.append(value)
-    if timestamp is None or not candidates or abs(now - timestamp) > tolerance:
-        return False
-    expected = sign(secret, job_id, body, timestamp).rpartition("v1=")[2]
-    return any(hmac.compare_digest(expected, candidate) for candidate in candidates)
+            if timestamp is not None or not (value.isascii() and value.isdigit()):
+                return None
+            if len(value) > 12:
+                return None
+            timestamp = int(value)
+        elif (
+            key == "v2"
+            and len(candidates) < _MAX_SIGNATURES
+            and len(value) == 64
+            and value.isascii()
+        ):
+            candidates.append(value.lower())
+    if timestamp is None or not candidates:
+        return None
+    return timestamp, candidates
+
+
+def sign(
+    secrets: str | Sequence[str], envelope: Envelope, timestamp: int, *, every_secret: bool = False
+) -> str:
+    """``Signer(secrets).sign(envelope, timestamp)`` (see :class:`Signer`)."""
+    return Signer([secrets] if isinstance(secrets, str) else secrets).sign(
+        envelope, timestamp, every_secret=every_secret
+    )
+
+
+def verify(
+    secrets: str | Sequence[str],
+    header: str | None,
+    envelope: Envelope,
+    *,
+    now: float,
+    tolerance: int = SIGNATURE_TOLERANCE_SECONDS,
+) -> bool:
+    """``Signer(secrets).verify(header, envelope, now=now)`` (see :class:`Signer`)."""
+    return Signer([secrets] if isinstance(secrets, str) else secrets).verify(
+        header, envelope, now=now, tolerance=tolerance
+    )
 
 
 @functools.lru_cache(maxsize=256)
@@ -110,6 +216,10 @@ class JobHeaders:
     task: str | None = None
     attempt: int | None = None
     max_attempts: int | None = None
+    raw_attempt: str = ""
+    """``X-Job-Attempt`` as sent (``""`` when absent): what a signature covers."""
+    job_error: str = ""
+    """``X-Job-Error`` as sent (``""`` when absent): what a signature covers."""
     completion_reply: bool = False
     """``X-Job-Completion: reply``: the worker settles the job from the reply."""
     signature: str | None = None
@@ -132,6 +242,7 @@ _ATTEMPT = HEADER_ATTEMPT.encode()
 _MAX_ATTEMPTS = HEADER_MAX_ATTEMPTS.encode()
 _COMPLETION = HEADER_COMPLETION.encode()
 _SIGNATURE = HEADER_SIGNATURE.encode()
+_JOB_ERROR = HEADER_JOB_ERROR.encode()
 _TRACEPARENT = HEADER_TRACEPARENT.encode()
 _CONTENT_LENGTH = b"content-length"
 _REPLY = COMPLETION_REPLY.encode()
@@ -161,6 +272,7 @@ def parse_job_headers(headers: Iterable[tuple[bytes, bytes]]) -> JobHeaders:
     """
     get = dict(headers).get
     completion = get(_COMPLETION)
+    attempt = get(_ATTEMPT)
     return JobHeaders(
         worker_id=_text(get(_WORKER_ID)),
         job_id=_text(get(_JOB_ID)),
@@ -168,8 +280,10 @@ def parse_job_headers(headers: Iterable[tuple[bytes, bytes]]) -> JobHeaders:
         callback_url=_text(get(_CALLBACK_URL)),
         actor_id=_text(get(_ACTOR_ID)),
         task=_text(get(_TASK)),
-        attempt=_number(get(_ATTEMPT)),
+        attempt=_number(attempt),
         max_attempts=_number(get(_MAX_ATTEMPTS)),
+        raw_attempt=_text(attempt) or "",
+        job_error=_text(get(_JOB_ERROR)) or "",
         completion_reply=completion is not None and completion.strip().lower() == _REPLY,
         signature=_text(get(_SIGNATURE)),
         traceparent=_text(get(_TRACEPARENT)),
@@ -247,15 +361,31 @@ def progress_body(percent: int, message: str | None) -> bytes:
     return to_json(body)
 
 
+def dispatch_envelope(job: JobHeaders, body: bytes) -> Envelope:
+    """What the signature of a dispatch with these headers must cover (purpose ``dispatch``)."""
+    return Envelope(
+        PURPOSE_DISPATCH,
+        job.worker_id or "",
+        job.job_id or "",
+        job.raw_attempt,
+        job.database_id or "",
+        job.callback_url or "",
+        job.job_error,
+        body,
+    )
+
+
 def callback_headers(
     *,
     worker_id: str,
     job_id: str,
     database_id: str | None,
     error: bool,
+    attempt: str | None = None,
     signature: str | None = None,
 ) -> dict[str, str]:
-    """Headers of a callback: the job ids, ``X-Job-Error: true`` on error, the signature."""
+    """Headers of a callback: the job ids and attempt, ``X-Job-Error: true`` on error, the
+    signature."""
     headers = {
         "Content-Type": "application/json",
         "X-Worker-Id": worker_id,
@@ -263,6 +393,8 @@ def callback_headers(
     }
     if database_id:
         headers["X-Database-Id"] = database_id
+    if attempt:
+        headers["X-Job-Attempt"] = attempt
     if error:
         headers["X-Job-Error"] = "true"
     if signature is not None:

@@ -73,8 +73,8 @@ def serve(
     """
     if not isinstance(fn, JobFunction):
         raise TypeError(f"serve() needs a JobFunction made by @job_function (got {fn!r})")
-    fn.start()
     jobfn_logging.configure(log_level.upper())
+    fn.start()
     server = uvicorn.Server(
         config_for(fn, host=host, port=port, log_level=log_level, access_log=access_log)
     )

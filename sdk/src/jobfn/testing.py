@@ -29,7 +29,7 @@ from pydantic_core import from_json, to_json
 
 from jobfn import protocol
 from jobfn.asgi import post_scope
-from jobfn.callback import _client_override
+from jobfn.callback import _client_override, trusted_callback_urls
 from jobfn.function import JobFunction
 
 TEST_WORKER_ID = "test-worker"
@@ -128,7 +128,7 @@ def job_headers(
     completion: Literal["callback", "reply"] = "callback",
     overrides: Mapping[str, str | None] | None = None,
 ) -> list[tuple[str, str]]:
-    """The headers a worker would send (signed when the function has a secret)."""
+    """The headers a worker would send (signed, scheme v2, when the function has a secret)."""
     headers: dict[str, str | None] = {
         "content-type": "application/json",
         "x-worker-id": TEST_WORKER_ID,
@@ -143,10 +143,13 @@ def job_headers(
         headers["x-job-completion"] = protocol.COMPLETION_REPLY
     for name, value in (overrides or {}).items():
         headers[name.lower()] = value
-    secret = fn.signing_secret
-    if secret is not None and protocol.HEADER_SIGNATURE not in headers:
-        headers[protocol.HEADER_SIGNATURE] = protocol.sign(
-            secret, headers.get("x-job-id") or "", body, int(time.time())
+    signer = fn.signer
+    if signer is not None and protocol.HEADER_SIGNATURE not in headers:
+        job = protocol.parse_job_headers(
+            [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items() if v]
+        )
+        headers[protocol.HEADER_SIGNATURE] = signer.sign(
+            protocol.dispatch_envelope(job, body), int(time.time())
         )
     return [(name, value) for name, value in headers.items() if value is not None]
 
@@ -196,12 +199,14 @@ async def ainvoke(
     calls: list[CapturedCallback] = []
     client = httpx.AsyncClient(transport=_Recorder(calls, callback_status))
     token = _client_override.set(client)
+    captured = trusted_callback_urls.set(frozenset({TEST_CALLBACK_URL}))
     try:
         async with asyncio.timeout(timeout):
             await fn(scope, receive, send)
             if status == 202:
                 await fn.drain()
     finally:
+        trusted_callback_urls.reset(captured)
         _client_override.reset(token)
         await client.aclose()
     return Invocation(status, reply_headers, b"".join(chunks), calls)

@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from jobfn import security
+
 
 class ConfigError(ValueError):
     """A variable is missing or malformed; ``str(error)`` is one line naming it."""
@@ -79,10 +81,43 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("JOBS_JOB_EXPIRY", "14400", "seconds after which a lock of an unknown worker expires"),
     Variable("JOBS_HEARTBEAT_INTERVAL", "10", "seconds between worker heartbeats"),
     Variable("JOBS_DEAD_WORKER_AFTER", "45", "seconds without heartbeat before a worker is dead"),
+    Variable(
+        "JOBS_ROUTE_BACKOFF_MIN",
+        "0.5",
+        "seconds a function route is left alone after it was first found unreachable",
+    ),
+    Variable(
+        "JOBS_ROUTE_BACKOFF_MAX",
+        "30",
+        "most seconds an unreachable function route is left alone (doubling, with jitter)",
+    ),
     Variable("JOBS_SHUTDOWN_GRACE", "25", "seconds to finish in-flight jobs on SIGTERM/SIGINT"),
     Variable("JOBS_SETTLE_BATCH", "200", "outcomes written in one statement, at most"),
     Variable("JOBS_SETTLE_DELAY_MS", "1", "ms to gather outcomes before writing them"),
-    Variable("JOBS_SIGNING_SECRET", "(unset)", "HMAC secret: sign dispatches, check callbacks"),
+    Variable(
+        "JOBS_SIGNING_SECRET",
+        "(required)",
+        "HMAC secret (≥ 32 bytes): sign dispatches, check callbacks; or JOBS_SIGNING_SECRET_FILE",
+    ),
+    Variable(
+        "JOBS_SIGNING_SECRET_PREVIOUS",
+        "(unset)",
+        "the secret being rotated out: still accepted on callbacks; or ..._PREVIOUS_FILE",
+    ),
+    Variable("JOBS_SIGNING_SECRET_FILE", "(unset)", "file holding JOBS_SIGNING_SECRET"),
+    Variable(
+        "JOBS_SIGNING_SECRET_PREVIOUS_FILE", "(unset)", "file holding JOBS_SIGNING_SECRET_PREVIOUS"
+    ),
+    Variable(
+        "JOBS_INSECURE_CALLBACKS",
+        "false",
+        "true: accept unsigned callbacks (reference Node functions), start without a secret",
+    ),
+    Variable(
+        "JOBS_MAX_REPLY_BYTES",
+        "1048576",
+        "largest function reply read (after decompression); larger → failed attempt",
+    ),
     Variable("INTERNAL_JOBS_CALLBACK_PORT", "12345", "callback server port"),
     Variable("JOBS_CALLBACK_HOST", "jobs-callback", "host in the default callback URL"),
     Variable("JOBS_CALLBACK_BIND", "0.0.0.0", "interface the callback server listens on"),
@@ -100,6 +135,12 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("JOBS_METRICS_INTERVAL", "15", "seconds between queue depth/lag queries"),
     Variable("JOBS_DB_POOL_SIZE", "6", "PostgreSQL connections of the pool (plus one LISTEN)"),
     Variable("JOBS_LOG_LEVEL", "INFO", "DEBUG logs every job; INFO logs failures and lifecycle"),
+    Variable(
+        "JOBS_API_TOKEN",
+        "(unset)",
+        "bearer token of the HTTP API and dashboard (required unless bound to loopback)",
+    ),
+    Variable("JOBS_HISTORY_RETENTION", "7d", "finished jobs older than this are pruned"),
 )
 
 _TRUE = frozenset({"true", "1", "yes", "on"})
@@ -133,10 +174,16 @@ class Settings:
     job_expiry: float = 14400.0
     heartbeat_interval: float = 10.0
     dead_worker_after: float = 45.0
+    route_backoff_min: float = 0.5
+    route_backoff_max: float = 30.0
     shutdown_grace: float = 25.0
     settle_batch: int = 200
     settle_delay: float = 0.001
     signing_secret: str | None = None
+    signing_secret_previous: str | None = None
+    insecure_callbacks: bool = False
+    """``JOBS_INSECURE_CALLBACKS``: unsigned callbacks are accepted (and no secret needed)."""
+    max_reply_bytes: int = 1024 * 1024
     callback_port: int = 12345
     callback_bind: str = "0.0.0.0"
     callback_url: str = "http://jobs-callback:12345/callback"
@@ -149,6 +196,14 @@ class Settings:
     metrics_interval: float = 15.0
     db_pool_size: int = 6
     log_level: str = "INFO"
+    api_token: str | None = None
+    history_retention: float = 7 * 86400.0
+    """Seconds finished jobs stay in ``job_history``."""
+
+    @property
+    def signing_secrets(self) -> tuple[str, ...]:
+        """The current secret, then the previous one (rotation), as far as they are set."""
+        return tuple(s for s in (self.signing_secret, self.signing_secret_previous) if s)
 
     def timeout_for(self, task: str) -> float:
         """The request timeout of ``task`` in seconds."""
@@ -238,6 +293,18 @@ def _number_map(
     return out
 
 
+def _retention(reader: _Reader) -> float:
+    from jobservice.durations import EXPECTED, parse_duration
+
+    raw = reader.text("JOBS_HISTORY_RETENTION")
+    if raw is None:
+        return 7 * 86400.0
+    delta = parse_duration(raw)
+    if delta is None or delta.total_seconds() <= 0:
+        raise ConfigError("JOBS_HISTORY_RETENTION", EXPECTED, raw)
+    return delta.total_seconds()
+
+
 def default_worker_id() -> str:
     """``worker-<host name>-<pid>``: unique per process when no HOSTNAME is given."""
     return f"worker-{socket.gethostname()}-{os.getpid()}"
@@ -311,6 +378,22 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         raise ConfigError("JOBS_LOG_LEVEL", "one of DEBUG, INFO, WARNING, ERROR", log_level)
 
+    insecure_callbacks = r.boolean("JOBS_INSECURE_CALLBACKS", False)
+    try:
+        secrets = security.signing_secrets(env)
+    except security.SecretError as exc:
+        raise ConfigError(exc.variable, exc.expected + exc.detail) from None
+    worker_or_callbacks = r.boolean("JOBS_WORKER_ENABLED", True) or r.boolean(
+        "JOBS_CALLBACK_SERVER_ENABLED", True
+    )
+    if not secrets and not insecure_callbacks and worker_or_callbacks:
+        raise ConfigError(
+            "JOBS_SIGNING_SECRET",
+            f"{security.SECRET_EXPECTED} (set it, or JOBS_SIGNING_SECRET_FILE, in the job "
+            "service and every function; JOBS_INSECURE_CALLBACKS=true accepts unsigned "
+            "callbacks instead)",
+        )
+
     settings = Settings(
         conninfo=r.text("DATABASE_URL") or "",
         schema=r.text("JOBS_SCHEMA") or "app_jobs",
@@ -334,10 +417,17 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         job_expiry=r.seconds("JOBS_JOB_EXPIRY", 14400.0, minimum=1.0),
         heartbeat_interval=heartbeat,
         dead_worker_after=dead_after,
+        route_backoff_min=r.seconds("JOBS_ROUTE_BACKOFF_MIN", 0.5, minimum=0.001),
+        route_backoff_max=r.seconds("JOBS_ROUTE_BACKOFF_MAX", 30.0, minimum=0.001),
         shutdown_grace=r.seconds("JOBS_SHUTDOWN_GRACE", 25.0),
         settle_batch=r.integer("JOBS_SETTLE_BATCH", 200, maximum=10_000),
         settle_delay=r.seconds("JOBS_SETTLE_DELAY_MS", 1.0) / 1000.0,
-        signing_secret=r.text("JOBS_SIGNING_SECRET"),
+        signing_secret=secrets[0] if secrets else None,
+        signing_secret_previous=secrets[1] if len(secrets) > 1 else None,
+        insecure_callbacks=insecure_callbacks,
+        max_reply_bytes=r.integer(
+            "JOBS_MAX_REPLY_BYTES", 1024 * 1024, minimum=1024, maximum=2**31 - 1
+        ),
         callback_port=port,
         callback_bind=r.text("JOBS_CALLBACK_BIND") or "0.0.0.0",
         callback_url=callback_url,
@@ -350,6 +440,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         metrics_interval=r.seconds("JOBS_METRICS_INTERVAL", 15.0, minimum=0.05),
         db_pool_size=r.integer("JOBS_DB_POOL_SIZE", 6, minimum=2, maximum=1000),
         log_level=log_level,
+        api_token=r.text("JOBS_API_TOKEN"),
+        history_retention=_retention(r),
     )
     if settings.worker_enabled and not settings.support_any and not settings.supported:
         raise ConfigError(

@@ -7,6 +7,11 @@ collected response; no HTTP, no sockets), so a function behaves the same both wa
 
 An in-process function may answer and keep running (a 202 followed by background work): the
 outcome is reported as soon as the response is complete, and the rest runs on unhindered.
+
+Both transports sign the request (``X-Job-Signature``, scheme v2, purpose ``dispatch``: see
+:mod:`jobfn.protocol`) when the worker has a secret, and read at most ``max_reply_bytes`` of
+the reply (counted after decompression): a larger reply fails the attempt without being read
+into memory.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 
 import aiohttp
@@ -23,6 +28,7 @@ from yarl import URL
 
 from jobfn import protocol
 from jobfn.asgi import post_scope
+from jobfn.callback import trusted_callback_urls
 from jobservice import outcome
 from jobservice.job import Job
 from jobservice.outcome import Outcome
@@ -53,20 +59,31 @@ class Dispatcher:
         callback_url: str,
         concurrency: int,
         timeout_for: Callable[[str], float],
-        signing_secret: str | None = None,
+        signing_secret: str | Sequence[str] | None = None,
+        max_reply_bytes: int = outcome.DEFAULT_MAX_REPLY_BYTES,
     ) -> None:
         self.worker_id = worker_id
         self.callback_url = callback_url
         self.concurrency = concurrency
         self.timeout_for = timeout_for
-        self.secret = signing_secret
+        secrets = [signing_secret] if isinstance(signing_secret, str) else signing_secret
+        self.signer = protocol.Signer(secrets) if secrets else None
+        self.max_reply_bytes = max_reply_bytes
         self._session: aiohttp.ClientSession | None = None
         self._urls: dict[str, URL] = {}
         self._timeouts: dict[str, aiohttp.ClientTimeout] = {}
         self._asgi_fixed: list[tuple[bytes, bytes]] | None = None
+        self._own_callback = frozenset({protocol.callback_endpoint(callback_url)})
+        """An in-process function may call back here even without a secret of its own."""
 
     async def start(self) -> None:
         """Open the HTTP connection pool (keep-alive, sized to the concurrency)."""
+        if self.signer is None:
+            log.warning(
+                "no JOBS_SIGNING_SECRET: jobs are dispatched unsigned "
+                "(functions that have a secret will refuse them with 401)",
+                extra={"action": "start", "insecure": True},
+            )
         if self._session is None:
             connector = aiohttp.TCPConnector(
                 limit=self.concurrency, limit_per_host=0, keepalive_timeout=60
@@ -83,9 +100,26 @@ class Dispatcher:
 
     # -- headers -------------------------------------------------------------------------
 
+    def signature(self, job: Job, job_id: str, attempt: str) -> str | None:
+        """The ``X-Job-Signature`` of ``job``'s dispatch (``None`` without a secret)."""
+        if self.signer is None:
+            return None
+        envelope = protocol.Envelope(
+            protocol.PURPOSE_DISPATCH,
+            self.worker_id,
+            job_id,
+            attempt,
+            job.database_id or "",
+            self.callback_url,
+            "",
+            job.payload,
+        )
+        return self.signer.sign(envelope, int(time.time()), every_secret=True)
+
     def header_pairs(self, job: Job) -> list[tuple[str, str]]:
         """The dispatch headers of contract section 2 for ``job``."""
         job_id = str(job.id)
+        attempt = str(job.attempts)
         pairs = [
             ("Content-Type", "application/json"),
             ("X-Worker-Id", self.worker_id),
@@ -98,18 +132,14 @@ class Dispatcher:
             pairs.append(("X-Actor-Id", job.actor_id))
         pairs += [
             ("X-Task-Identifier", job.task),
-            ("X-Job-Attempt", str(job.attempts)),
+            ("X-Job-Attempt", attempt),
             ("X-Job-Max-Attempts", str(job.max_attempts)),
             ("X-Job-Completion", protocol.COMPLETION_REPLY),
             ("traceparent", traceparent()),
         ]
-        if self.secret is not None:
-            pairs.append(
-                (
-                    "X-Job-Signature",
-                    protocol.sign(self.secret, job_id, job.payload, int(time.time())),
-                )
-            )
+        signature = self.signature(job, job_id, attempt)
+        if signature is not None:
+            pairs.append(("X-Job-Signature", signature))
         return pairs
 
     def asgi_headers(self, job: Job) -> list[tuple[bytes, bytes]]:
@@ -123,11 +153,12 @@ class Dispatcher:
                 (b"x-job-completion", protocol.COMPLETION_REPLY.encode()),
             ]
         job_id = str(job.id)
+        attempt = str(job.attempts)
         headers = [
             *fixed,
             (b"x-job-id", job_id.encode()),
             (b"x-task-identifier", job.task.encode()),
-            (b"x-job-attempt", str(job.attempts).encode()),
+            (b"x-job-attempt", attempt.encode()),
             (b"x-job-max-attempts", str(job.max_attempts).encode()),
             (b"traceparent", traceparent().encode()),
             (b"content-length", str(len(job.payload)).encode()),
@@ -136,8 +167,8 @@ class Dispatcher:
             headers.append((b"x-database-id", job.database_id.encode()))
         if job.actor_id is not None:
             headers.append((b"x-actor-id", job.actor_id.encode()))
-        if self.secret is not None:
-            signature = protocol.sign(self.secret, job_id, job.payload, int(time.time()))
+        signature = self.signature(job, job_id, attempt)
+        if signature is not None:
             headers.append((b"x-job-signature", signature.encode()))
         return headers
 
@@ -168,10 +199,15 @@ class Dispatcher:
                 timeout=self._timeout(job.task),
                 allow_redirects=False,
             ) as response:
-                body = await response.read()
+                body = await read_capped(response, self.max_reply_bytes)
+                if body is None:
+                    response.close()  # the rest is not read: the connection is not reused
+                    return outcome.too_large(url, self.max_reply_bytes)
                 return outcome.interpret(response.status, response.headers, body)
         except TimeoutError:
             return outcome.timed_out(url, self.timeout_for(job.task))
+        except aiohttp.ClientConnectorError as exc:  # refused, DNS: the request was not sent
+            return outcome.connection_error(url, exc, unreachable=True)
         except (aiohttp.ClientError, OSError) as exc:
             return outcome.connection_error(url, exc)
 
@@ -180,13 +216,14 @@ class Dispatcher:
     async def asgi(self, job: Job, target: str, app: Asgi, done: Done) -> None:
         """Call ``app`` with ``job``; ``done`` gets the outcome exactly once, when known."""
         headers = self.asgi_headers(job)
-        call = _AsgiCall(job.payload, done)
+        call = _AsgiCall(job.payload, done, self.max_reply_bytes, target)
         scope: Message = post_scope(headers)
         seconds = self.timeout_for(job.task)
         task = asyncio.current_task()
         assert task is not None
         timer = asyncio.get_running_loop().call_later(seconds, call.expire, task)
         call.timer = timer
+        trusted = trusted_callback_urls.set(self._own_callback)
         try:
             await app(scope, call.receive, call.send)
         except asyncio.CancelledError:
@@ -199,6 +236,7 @@ class Dispatcher:
             call.report(outcome.failure(f"in-process function {target} raised {detail}"))
         finally:
             timer.cancel()
+            trusted_callback_urls.reset(trusted)
         call.report(outcome.failure(f"in-process function {target} returned without a reply"))
 
 
@@ -211,15 +249,21 @@ class _AsgiCall:
         "closed",
         "done",
         "headers",
+        "limit",
         "reported",
+        "size",
         "status",
+        "target",
         "timed_out",
         "timer",
     )
 
-    def __init__(self, body: bytes, done: Done) -> None:
+    def __init__(self, body: bytes, done: Done, limit: int, target: str) -> None:
         self.body: bytes | None = body
         self.done = done
+        self.limit = limit
+        self.target = target
+        self.size = 0
         self.status = 0
         self.headers: dict[str, str] = {}
         self.chunks: list[bytes] = []
@@ -260,9 +304,41 @@ class _AsgiCall:
             for name, value in message.get("headers", ()):
                 self.headers[bytes(name).decode("latin-1").lower()] = bytes(value).decode("latin-1")
         elif kind == "http.response.body":
+            if self.reported:
+                return  # answered (or refused as too large): the rest is dropped unread
             chunk = message.get("body", b"")
             if chunk:
+                self.size += len(chunk)
+                if self.size > self.limit:
+                    self.chunks.clear()
+                    self.report(outcome.too_large(f"in-process function {self.target}", self.limit))
+                    return
                 self.chunks.append(bytes(chunk))
-            if not message.get("more_body", False) and not self.reported:
+            if not message.get("more_body", False):
                 body = b"".join(self.chunks)
                 self.report(outcome.interpret(self.status, self.headers, body))
+
+
+async def read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes | None:
+    """The reply body (decompressed), or ``None`` as soon as it exceeds ``limit`` bytes.
+
+    A plain body of declared length within the limit is read at once; anything else (no length,
+    or compressed: the declared length says nothing about the decompressed size) chunk by chunk,
+    so a streamed or decompressed body stops at the limit without the rest being read.
+    """
+    length = response.content_length
+    if length is not None and "content-encoding" not in response.headers:
+        if length > limit:
+            return None
+        return await response.read()
+    chunks: list[bytes] = []
+    size = 0
+    content = response.content
+    while True:
+        chunk = await content.readany()
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)

@@ -6,8 +6,15 @@
 | status ≥ 400 | failed attempt; message = the function's own message plus the status |
 | 202 | the function calls back; the job waits for it until the callback deadline |
 | other 2xx | completed; a JSON body is the job's result (see :func:`result_of`) |
+| 2xx declared JSON that does not parse | failed attempt (retryable): never a completion |
 | other statuses (1xx, 3xx) | failed attempt naming the unexpected status |
+| reply larger than the limit | failed attempt saying so (the rest is not read) |
 | timeout / connection error | failed attempt naming the cause |
+
+Replies that are not UTF-8 are decoded with replacement characters. A failed attempt is
+``unreachable`` when the function never got the request: connection refused or name not
+resolved, or a 502/503/504 without ``X-Job-Error`` whose body is not a JSON object with
+``error``/``message`` (a gateway's page, not the function's answer).
 
 A failed attempt is retried with backoff unless the function marks it permanent
 (``X-Job-Retry: false`` or body ``"retry": false``), which fails the job for good at once.
@@ -23,6 +30,9 @@ from http import HTTPStatus
 
 MAX_MESSAGE = 4000
 """Longest error message kept (longer ones are cut, with an ellipsis)."""
+DEFAULT_MAX_REPLY_BYTES = 1024 * 1024
+"""Largest reply read by default (``JOBS_MAX_REPLY_BYTES``)."""
+_GATEWAY_STATUSES = frozenset({502, 503, 504})
 
 
 class Kind(Enum):
@@ -65,9 +75,14 @@ def completed(result: str | None = None) -> Outcome:
     return Outcome(Kind.COMPLETED, result=result) if result is not None else COMPLETED_EMPTY
 
 
-def failure(message: str, *, permanent: bool = False) -> Outcome:
-    """A failed attempt (``permanent``: fail the job for good)."""
-    return Outcome(Kind.FAILED if permanent else Kind.RETRY, message=_cut(message))
+def failure(message: str, *, permanent: bool = False, unreachable: bool = False) -> Outcome:
+    """A failed attempt (``permanent``: fail the job for good; ``unreachable``: the function
+    never got the request)."""
+    return Outcome(
+        Kind.FAILED if permanent else Kind.RETRY,
+        message=_cut(message),
+        unreachable=unreachable and not permanent,
+    )
 
 
 def _cut(message: str) -> str:
@@ -125,7 +140,13 @@ def interpret(
             return AWAIT_CALLBACK
         if not body or body in _FAST_OK:
             return COMPLETED_EMPTY
-        document, ok = _json(body, content_type or headers.get("content-type"))
+        declared = content_type or headers.get("content-type")
+        document, ok = _json(body, declared)
+        if not ok and _declares_json(declared):
+            text = body[:200].decode("utf-8", "replace")
+            return failure(
+                f"{_status_text(status)} declared JSON but the body is not JSON: {text!r}"
+            )
         return completed(result_of(document, body) if ok else None)
 
     document, _ = _json(body, content_type or headers.get("content-type"))
@@ -139,7 +160,12 @@ def interpret(
         message = own or "the function reported an error (X-Job-Error) without a message"
     else:
         message = f"unexpected reply {_status_text(status)}" + (f": {own}" if own else "")
-    return failure(message, permanent=permanent)
+    gateway = (
+        status in _GATEWAY_STATUSES
+        and not job_error
+        and not (isinstance(document, dict) and ("error" in document or "message" in document))
+    )
+    return failure(message, permanent=permanent, unreachable=gateway)
 
 
 def result_of(document: object, body: bytes) -> str | None:
@@ -156,7 +182,14 @@ def result_of(document: object, body: bytes) -> str | None:
             return None if result is None else json.dumps(result, separators=(",", ":"))
         rest = {key: value for key, value in document.items() if key != "complete"}
         return json.dumps(rest, separators=(",", ":")) if rest else None
-    return body.decode("utf-8")
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError:  # JSON in UTF-16/32: stored as UTF-8 text
+        return json.dumps(document, separators=(",", ":"), ensure_ascii=False)
+
+
+def _declares_json(content_type: str | None) -> bool:
+    return content_type is not None and "json" in content_type.lower()
 
 
 def _json(body: bytes, content_type: str | None) -> tuple[object, bool]:
@@ -182,7 +215,17 @@ def timed_out(url: str, seconds: float) -> Outcome:
     return failure(f"timed out after {seconds:g} s waiting for {url}")
 
 
-def connection_error(url: str, exc: BaseException) -> Outcome:
-    """A request that failed before a reply (refused, reset, DNS, ...)."""
+def connection_error(url: str, exc: BaseException, *, unreachable: bool = False) -> Outcome:
+    """A request that failed before a reply (refused, reset, DNS, ...); ``unreachable`` when
+    it was not sent at all."""
     detail = str(exc) or type(exc).__name__
-    return failure(f"request to {url} failed: {type(exc).__name__}: {detail}")
+    return failure(
+        f"request to {url} failed: {type(exc).__name__}: {detail}", unreachable=unreachable
+    )
+
+
+def too_large(where: str, limit: int) -> Outcome:
+    """A reply over ``limit`` bytes (after decompression): not read, the attempt failed."""
+    return failure(
+        f"the reply of {where} is larger than {limit} bytes (JOBS_MAX_REPLY_BYTES); it was not read"
+    )

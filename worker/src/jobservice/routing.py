@@ -7,6 +7,10 @@ First match wins:
 3. a URL template containing ``{task}`` (``JOBS_GATEWAY_URL_TEMPLATE``, or a base URL that
    contains ``{task}``) → the template with the DNS-safe task name;
 4. ``<INTERNAL_GATEWAY_URL or KNATIVE_SERVICE_URL>/<task identifier>``.
+
+A task identifier ``.`` or ``..``, or one containing ``/``, is refused
+(:class:`InvalidTaskError`): appended to a base URL it would reach another path than the
+function's (the SQL refuses such identifiers at enqueue too).
 """
 
 from __future__ import annotations
@@ -22,6 +26,19 @@ _DASHES = re.compile(r"-{2,}")
 
 Asgi = Callable[..., Any]
 """An ASGI application ``app(scope, receive, send)``."""
+
+
+class InvalidTaskError(ValueError):
+    """A task identifier that cannot name a function (``.``, ``..``, or containing ``/``)."""
+
+
+def check_task(task: str) -> None:
+    """Raise :class:`InvalidTaskError` for ``.``, ``..`` or a task identifier with ``/``."""
+    if task in (".", "..") or "/" in task:
+        raise InvalidTaskError(
+            f"task identifier {task[:100]!r} is not allowed: '.', '..' and identifiers "
+            "containing '/' would route the job to another URL path than its function's"
+        )
 
 
 def dns_safe(task: str) -> str:
@@ -55,7 +72,9 @@ def url_for(
     template: str | None,
     base_url: str,
 ) -> str:
-    """The function URL of ``task`` (rules 2-4 above)."""
+    """The function URL of ``task`` (rules 2-4 above); :class:`InvalidTaskError` for a task
+    identifier that would escape its path."""
+    check_task(task)
     mapped = gateway_map.get(task)
     if mapped is not None:
         return mapped
@@ -93,9 +112,10 @@ class Router:
         return None if self.support_any else list(self.supported)
 
     def route(self, task: str) -> Route:
-        """Where ``task`` runs."""
+        """Where ``task`` runs; :class:`InvalidTaskError` for ``.``, ``..`` or ``/`` in it."""
         route = self._cache.get(task)
         if route is None:
+            check_task(task)
             found = self._inprocess.get(task)
             if found is not None:
                 route = InProcessRoute(target=found[0], app=found[1])
