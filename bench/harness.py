@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,25 +34,45 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
+SIGNING_SECRET = secrets.token_hex(32)
+"""The worker signs each dispatch and the function checks it, as in production."""
+
+
+@contextmanager
+def server() -> Iterator[tuple[str, str]]:
+    """The PostgreSQL to measure on: ``(admin conninfo, where it runs)``.
+
+    ``DATABASE_URL`` / ``PG*`` when set, else the embedded one in ``.cache/bench-pg``.
+    """
+    admin = configured_conninfo()
+    if admin is not None:
+        yield admin, "configured PostgreSQL (DATABASE_URL / PG*)"
+        return
+    embedded = start_embedded(ROOT / ".cache" / "bench-pg")
+    try:
+        yield embedded.conninfo, "embedded PostgreSQL (.cache/bench-pg)"
+    finally:
+        embedded.stop()
+
+
+@contextmanager
+def database(admin: str, prefix: str = "bench", *, ours: bool = True) -> Iterator[str]:
+    """A new database (with the ``app_jobs`` schema when ``ours``), dropped afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    conninfo = create_database(admin, name)
+    try:
+        if ours:
+            migrate(conninfo)
+        yield conninfo
+    finally:
+        drop_database(admin, name)
+
+
 @contextmanager
 def fresh_database() -> Iterator[tuple[str, str]]:
     """A new database with the schema, dropped afterwards: ``(conninfo, where it runs)``."""
-    admin = configured_conninfo()
-    server = None
-    where = "configured PostgreSQL (DATABASE_URL / PG*)"
-    if admin is None:
-        server = start_embedded(ROOT / ".cache" / "bench-pg")
-        admin = server.conninfo
-        where = "embedded PostgreSQL (.cache/bench-pg)"
-    name = f"bench_{uuid.uuid4().hex[:10]}"
-    conninfo = create_database(admin, name)
-    try:
-        migrate(conninfo)
+    with server() as (admin, where), database(admin) as conninfo:
         yield conninfo, where
-    finally:
-        drop_database(admin, name)
-        if server is not None:
-            server.stop()
 
 
 def free_port() -> int:
@@ -100,21 +122,61 @@ class Process:
 
 
 @contextmanager
-def started(argv: list[str], env: Mapping[str, str], ready_url: str) -> Iterator[Process]:
-    """Run ``argv`` with ``env`` added, wait for ``ready_url``, stop it at the end."""
+def started(
+    argv: list[str],
+    env: Mapping[str, str],
+    ready_url: str | None = None,
+    *,
+    cwd: Path | None = None,
+) -> Iterator[Process]:
+    """Run ``argv`` with ``env`` added, wait until it is ready, stop it at the end.
+
+    Ready means: ``ready_url`` answers 2xx, or (without a URL) the process prints a line
+    containing ``BENCH_READY`` on its standard output.
+    """
     popen = subprocess.Popen(
         argv,
         env={**os.environ, **env},
+        cwd=cwd,
         stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL if ready_url else subprocess.PIPE,
         stderr=subprocess.DEVNULL,
     )
     process = Process(popen)
     try:
-        wait_http_ok(ready_url, popen)
+        if ready_url is not None:
+            wait_http_ok(ready_url, popen)
+        else:
+            wait_ready_line(popen)
         yield process
     finally:
         process.stop()
+
+
+def wait_ready_line(process: subprocess.Popen[bytes], within: float = 60.0) -> None:
+    """Wait for a ``BENCH_READY`` line on ``process``'s stdout, then discard the rest."""
+    stdout = process.stdout
+    assert stdout is not None
+    found = threading.Event()
+
+    def read() -> None:
+        for line in stdout:
+            if b"BENCH_READY" in line:
+                found.set()
+        found.set()  # end of output: the process exited
+
+    threading.Thread(target=read, daemon=True).start()
+    if not found.wait(within) or process.poll() is not None:
+        raise RuntimeError(f"{process.args!r} did not get ready (exit code {process.poll()})")
+
+
+@contextmanager
+def processes(
+    count: int, start: Callable[[int], AbstractContextManager[Process]]
+) -> Iterator[list[Process]]:
+    """``count`` processes from ``start(index)``, all stopped at the end."""
+    with ExitStack() as stack:
+        yield [stack.enter_context(start(index)) for index in range(count)]
 
 
 @contextmanager
@@ -139,6 +201,7 @@ def worker(
         "INTERNAL_JOBS_CALLBACK_URL": f"http://127.0.0.1:{port}/callback",
         "JOBS_INPROCESS": json.dumps(dict(inprocess or {})),
         "INTERNAL_GATEWAY_DEVELOPMENT_MAP": json.dumps(dict(routes or {})),
+        "JOBS_SIGNING_SECRET": SIGNING_SECRET,
         **(extra or {}),
     }
     with started(
@@ -148,12 +211,12 @@ def worker(
 
 
 @contextmanager
-def function_server(module: str) -> Iterator[str]:
+def function_server(module: str, extra: Mapping[str, str] | None = None) -> Iterator[str]:
     """``jobfn serve MODULE`` on a free port; yields its URL."""
     port = free_port()
     with started(
         [str(BIN / "jobfn"), "serve", module],
-        {"PORT": str(port)},
+        {"PORT": str(port), "JOBS_SIGNING_SECRET": SIGNING_SECRET, **(extra or {})},
         f"http://127.0.0.1:{port}/health/readiness",
     ):
         yield f"http://127.0.0.1:{port}/"

@@ -1,9 +1,11 @@
 """``python -m bench``: throughput, enqueue rate, latency and memory of the job service.
 
-Every figure comes from real processes on this machine: a fresh database (``DATABASE_URL`` /
-``PG*``, else the embedded PostgreSQL), a ``jobs worker`` subprocess, and for HTTP dispatch a
-``jobfn serve`` subprocess. Drain rates are measured by the database's clock, from the first
-claim (``min(started_at)``) to the last completion (``max(finished_at)``) in ``job_history``.
+``python -m bench compare`` measures our worker beside graphile-worker and pgqueuer in one run
+(:mod:`bench.compare`). Every figure comes from real processes on this machine: a fresh
+database (``DATABASE_URL`` / ``PG*``, else the embedded PostgreSQL), a ``jobs worker``
+subprocess, and for HTTP dispatch a ``jobfn serve`` subprocess. Drain rates are measured by
+the database's clock, from the first claim (``min(started_at)``) to the last completion
+(``max(finished_at)``) in ``job_history``.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import argparse
 import os
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -114,6 +117,7 @@ def drain(conninfo: str, conn: Conn, setting: Drain, n: int) -> tuple[float, flo
 def latency(conninfo: str, conn: Conn, n: int, stamp_file: Path) -> list[float]:
     """Milliseconds from the ``add_job`` call to the handler's start, ``n`` jobs one by one."""
     execute(conn, "clear")
+    stamp_file.parent.mkdir(parents=True, exist_ok=True)  # a fresh clone has no .cache/
     stamp_file.write_text("")
     env = {"PYTHONPATH": str(ROOT), "BENCH_STAMP_FILE": str(stamp_file)}
     samples: list[float] = []
@@ -233,13 +237,18 @@ def _cpu_model() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m bench``."""
+    """Entry point of ``python -m bench`` (``python -m bench compare ...``: the comparison)."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] == ["compare"]:
+        from bench.compare import main as compare
+
+        return compare(args_list[1:])
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--jobs", type=int, default=20_000, help="jobs per drain and batch enqueue")
     parser.add_argument("--single", type=int, default=2_000, help="jobs enqueued one at a time")
     parser.add_argument("--latency-jobs", type=int, default=200, help="latency samples")
     parser.add_argument("--runs", type=int, default=1, help="repeat and report medians")
-    args = parser.parse_args(argv)
+    args = parser.parse_args(args_list)
     runs: list[Results] = []
     where = ""
     for number in range(1, args.runs + 1):

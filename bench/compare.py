@@ -1,0 +1,361 @@
+"""``python -m bench compare``: our worker beside its peers, in one run, with one method.
+
+Every peer (see :mod:`bench.peers`) gets a database of its own on the same server and goes
+through the same scenarios, one peer after the other:
+
+- **drain**: ``N`` no-op jobs enqueued (batched), ``VACUUM (ANALYZE)``, then the workers are
+  started while an outside poller counts the pending rows (every 20 ms, or ten times the count's
+  own duration when that is longer); rate = 80 % of the jobs over the time from 90 % left to
+  10 % left. The same window gives the PostgreSQL CPU per job (the database's server
+  processes) and the workers' CPU per job; peak memory is the largest worker ``VmHWM``.
+- **processes**: the same drain with 1, 2, 4 worker processes;
+- **enqueue**: jobs/s through the peer's batch call (1,000 jobs per call) and one job per
+  transaction;
+- **latency**: enqueue one job, wait until its handler has started and the queue is empty
+  again, repeat; p50/p99 of "just before the enqueue call" → "handler's first line"
+  (wall clock in both processes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import platform
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+
+from bench.harness import QUERIES, ROOT, database, execute, server
+from bench.measure import drain_window, percentile
+from bench.peers import BATCH, PEERS, Conn, Peer
+from bench.probe import Poller
+
+WARM_UP = 20
+
+
+@dataclass(frozen=True)
+class DrainFigure:
+    """One drain of one peer."""
+
+    rate: float
+    server_us: float
+    worker_us: float
+    peak_mb: float
+
+
+@dataclass
+class PeerFigures:
+    """Everything measured for one peer."""
+
+    drains: dict[tuple[int, int], DrainFigure] = field(default_factory=dict)
+    """By ``(jobs queued, worker processes)``."""
+    enqueue_batched: float | None = None
+    enqueue_single: float | None = None
+    latency_ms: list[float] = field(default_factory=list)
+
+
+def _wait_limit(n: int) -> float:
+    return 120.0 + n / 500
+
+
+def drain(peer: Peer, conninfo: str, conn: Conn, n: int, count: int) -> DrainFigure:
+    """Drain ``n`` queued no-op jobs with ``count`` worker processes of ``peer``."""
+    peer.clear(conn)
+    peer.enqueue(conninfo, conn, n, BATCH)
+    execute(conn, "vacuum")
+    pids: list[int] = []
+    poller = Poller(conninfo, QUERIES[peer.pending], QUERIES["backend_pids"], lambda: pids)
+    with poller, peer.workers(conninfo, count) as workers:
+        pids.extend(process.popen.pid for process in workers)
+        poller.wait_empty(_wait_limit(n))
+        peak = max(process.peak_memory_mb() for process in workers)
+    window = drain_window(poller.samples, n)
+    return DrainFigure(window.rate, window.server_us_per_job, window.worker_us_per_job, peak)
+
+
+def latency(peer: Peer, conninfo: str, conn: Conn, n: int, stamp_file: Path) -> list[float]:
+    """``n`` samples (after :data:`WARM_UP`) of enqueue → handler start, in milliseconds."""
+    peer.clear(conn)
+    stamp_file.parent.mkdir(parents=True, exist_ok=True)
+    stamp_file.write_text("")
+    samples: list[float] = []
+    pending = QUERIES[peer.pending]
+    with peer.workers(conninfo, 1, stamp_file), peer.adder(conninfo, conn) as add:
+        for index in range(WARM_UP + n):
+            before = time.time_ns()
+            add("stamp")
+            started_ns = _wait_for_stamp(stamp_file, index + 1)
+            _wait_until(lambda: _count(conn, pending) == 0, "the queue to be empty")
+            if index >= WARM_UP:
+                samples.append((started_ns - before) / 1e6)
+    stamp_file.unlink(missing_ok=True)
+    return samples
+
+
+def _count(conn: Conn, sql: str) -> int:
+    row = conn.execute(sql).fetchone()
+    return 0 if row is None else int(str(row[0]))
+
+
+def _wait_until(condition: Callable[[], bool], what: str, within: float = 30.0) -> None:
+    deadline = time.monotonic() + within
+    while not condition():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out after {within:.0f} s waiting for {what}")
+        time.sleep(0.001)
+
+
+def _wait_for_stamp(stamp_file: Path, count: int) -> int:
+    found: list[int] = []
+
+    def stamped() -> bool:
+        lines = stamp_file.read_text().splitlines()
+        if len(lines) < count:
+            return False
+        found.append(int(lines[count - 1].split()[-1]))
+        return True
+
+    _wait_until(stamped, "the latency job to start")
+    return found[0]
+
+
+def measure_peer(peer: Peer, admin: str, args: argparse.Namespace) -> PeerFigures:
+    """Every selected scenario for one peer, in a database of its own."""
+    figures = PeerFigures()
+    say = _say(peer.name)
+    with database(admin, f"bench_{peer.name.replace('-', '_')}", ours=peer.uses_app_jobs) as ci:
+        peer.setup(ci)
+        with psycopg.connect(ci, autocommit=True) as conn:
+            runs = [(n, 1) for n in args.sizes] + [
+                (args.process_jobs, count) for count in args.processes if count != 1
+            ]
+            if args.processes and 1 in args.processes and args.process_jobs not in args.sizes:
+                runs.append((args.process_jobs, 1))
+            for n, count in runs:
+                got = drain(peer, ci, conn, n, count)
+                figures.drains[n, count] = got
+                say(
+                    f"drain {n:,} x{count}: {got.rate:,.0f} jobs/s, server {got.server_us:.0f}"
+                    f" us/job, worker {got.worker_us:.0f} us/job, peak {got.peak_mb:.0f} MB"
+                )
+            if args.enqueue and not peer.name.endswith("-http"):
+                peer.clear(conn)
+                figures.enqueue_batched = peer.enqueue(ci, conn, args.enqueue, BATCH)
+                peer.clear(conn)
+                figures.enqueue_single = peer.enqueue(ci, conn, args.single, 1)
+                peer.clear(conn)
+                say(
+                    f"enqueue: batched {figures.enqueue_batched:,.0f} jobs/s, "
+                    f"single {figures.enqueue_single:,.0f} jobs/s"
+                )
+            if args.latency:
+                stamp_file = ROOT / ".cache" / f"bench-stamps-{os.getpid()}-{peer.name}.txt"
+                figures.latency_ms = latency(peer, ci, conn, args.latency, stamp_file)
+                say(
+                    f"latency: p50 {percentile(figures.latency_ms, 0.5):.2f} ms, "
+                    f"p99 {percentile(figures.latency_ms, 0.99):.2f} ms"
+                )
+    return figures
+
+
+def _say(name: str) -> Callable[[str], None]:
+    def say(text: str) -> None:
+        print(f"  [{time.strftime('%H:%M:%S')}] {name}: {text}", flush=True)
+
+    return say
+
+
+# -- the report ---------------------------------------------------------------------------------
+
+
+def _num(value: float | None, unit: str = "") -> str:
+    if value is None or math.isnan(value):
+        return "-"
+    text = f"{value:,.2f}" if value < 100 else f"{value:,.0f}"
+    return f"{text}{unit}"
+
+
+def _ratio(ours: float | None, peer: float | None, lower_is_better: bool = False) -> str:
+    if not ours or not peer:
+        return "-"
+    value = peer / ours if lower_is_better else ours / peer
+    return f"{value:.2f}x"
+
+
+def table(results: dict[str, PeerFigures], args: argparse.Namespace, where: str) -> str:
+    """The figures: one column per peer, then ``ours / peer`` ratios (> 1: ours is better)."""
+    names = list(results)
+    others = [n for n in names if not n.startswith("ours")]
+    head = ["figure", *names, *[f"ours/{n}" for n in others]]
+    rows: list[list[str]] = []
+
+    def add(label: str, values: dict[str, float | None], unit: str, lower: bool = False) -> None:
+        ours = values.get("ours")
+        rows.append(
+            [
+                label,
+                *[_num(values.get(n), unit) for n in names],
+                *[_ratio(ours, values.get(n), lower) for n in others],
+            ]
+        )
+
+    keys = sorted({key for figures in results.values() for key in figures.drains})
+    for n, count in keys:
+        scope = f"{n:,} queued, {count} process{'es' if count > 1 else ''}"
+        cells = {name: results[name].drains.get((n, count)) for name in names}
+        add(f"drain {scope} (jobs/s)", {k: v.rate if v else None for k, v in cells.items()}, "")
+        add(
+            "  PostgreSQL CPU per job (us)",
+            {k: v.server_us if v else None for k, v in cells.items()},
+            "",
+            lower=True,
+        )
+        add(
+            "  worker CPU per job (us)",
+            {k: v.worker_us if v else None for k, v in cells.items()},
+            "",
+            lower=True,
+        )
+        add(
+            "  worker peak memory (MB)",
+            {k: v.peak_mb if v else None for k, v in cells.items()},
+            "",
+            lower=True,
+        )
+    if args.enqueue:
+        add(
+            f"enqueue batched, {BATCH}/call (jobs/s)",
+            {k: v.enqueue_batched for k, v in results.items()},
+            "",
+        )
+        add(
+            "enqueue one per transaction (jobs/s)",
+            {k: v.enqueue_single for k, v in results.items()},
+            "",
+        )
+    if args.latency:
+        for label, fraction in (("p50", 0.5), ("p99", 0.99)):
+            add(
+                f"latency enqueue -> handler {label} (ms)",
+                {
+                    k: percentile(v.latency_ms, fraction) if v.latency_ms else None
+                    for k, v in results.items()
+                },
+                "",
+                lower=True,
+            )
+    widths = [max(len(row[i]) for row in [head, *rows]) for i in range(len(head))]
+    lines = [
+        f"python -m bench compare: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
+        f"{os.cpu_count()} cores, {_cpu_model()}, Python {platform.python_version()}, {where}; "
+        f"load average {os.getloadavg()[0]:.2f} at the end",
+        "concurrency per worker process: "
+        + ", ".join(f"{name} {PEERS[name].concurrency}" for name in names)
+        + "; ratios ours/peer > 1 mean ours is better (for CPU, memory, latency: peer/ours)",
+        "",
+        " | ".join(cell.ljust(widths[i]) for i, cell in enumerate(head)),
+        "-+-".join("-" * w for w in widths),
+    ]
+    lines += [" | ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)) for row in rows]
+    return "\n".join(lines)
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.machine()
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(part.replace("_", "")) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated whole numbers, got {text!r}"
+        ) from None
+
+
+def _peers(text: str) -> list[str]:
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [n for n in names if n not in PEERS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown peer(s) {unknown or text!r}; expected some of {', '.join(PEERS)}"
+        )
+    return names
+
+
+def parser() -> argparse.ArgumentParser:
+    """The ``compare`` command's options."""
+    p = argparse.ArgumentParser(
+        prog="python -m bench compare",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--peers",
+        type=_peers,
+        default=_peers("ours,ours-http,graphile,pgqueuer"),
+        help="which queues (default: ours,ours-http,graphile,pgqueuer)",
+    )
+    p.add_argument(
+        "--sizes",
+        type=_ints,
+        default=[10_000, 100_000, 1_000_000],
+        help="drain sizes, jobs queued (default 10000,100000,1000000)",
+    )
+    p.add_argument(
+        "--processes",
+        type=_ints,
+        default=[1, 2, 4],
+        help="worker process counts (default 1,2,4; empty: skip)",
+    )
+    p.add_argument(
+        "--process-jobs",
+        type=int,
+        default=100_000,
+        help="jobs per drain of the process-count scenario (default 100000)",
+    )
+    p.add_argument(
+        "--enqueue",
+        type=int,
+        default=100_000,
+        help="jobs enqueued in batches (0: skip enqueue; default 100000)",
+    )
+    p.add_argument(
+        "--single", type=int, default=5_000, help="jobs enqueued one per transaction (default 5000)"
+    )
+    p.add_argument(
+        "--latency", type=int, default=1_000, help="latency samples (0: skip; default 1000)"
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="small sizes, about 2 minutes: --sizes 10000 --processes 1,2 "
+        "--process-jobs 10000 --enqueue 10000 --single 500 --latency 200",
+    )
+    return p
+
+
+def main(argv: Sequence[str]) -> int:
+    """Entry point of ``python -m bench compare``."""
+    args = parser().parse_args(argv)
+    if args.quick:
+        args.sizes, args.processes, args.process_jobs = [10_000], [1, 2], 10_000
+        args.enqueue, args.single, args.latency = 10_000, 500, 200
+    results: dict[str, PeerFigures] = {}
+    with server() as (admin, where):
+        for name in args.peers:
+            print(f"{name}:", flush=True)
+            results[name] = measure_peer(PEERS[name](), admin, args)
+    print()
+    print(table(results, args, where))
+    return 0

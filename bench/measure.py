@@ -1,0 +1,82 @@
+"""Pure arithmetic of the comparison: drain rates from pending-row samples, percentiles.
+
+The drain method is the same for every queue: an outside poller counts the pending rows; the
+rate is 80 % of the jobs over the time from 90 % left to 10 % left (start-up and the tail are
+left out). Crossing times are interpolated linearly between the two samples around them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One poll: when (monotonic seconds), pending rows, and cumulative CPU seconds so far."""
+
+    at: float
+    pending: int
+    server_cpu: float = 0.0
+    worker_cpu: float = 0.0
+
+
+@dataclass(frozen=True)
+class Window:
+    """The measured part of a drain."""
+
+    rate: float
+    """Jobs per second from 90 % left to 10 % left."""
+    server_us_per_job: float
+    """PostgreSQL CPU (the benchmark database's server processes) per job, microseconds."""
+    worker_us_per_job: float
+    """The worker processes' CPU per job, microseconds."""
+
+
+def crossing(samples: Sequence[Sample], level: float) -> tuple[float, int]:
+    """``(time, index)``: when pending first fell to ``level`` or below, interpolated.
+
+    ``index`` is the first sample at or below ``level``. Raises :class:`ValueError` when no
+    sample is.
+    """
+    for index, sample in enumerate(samples):
+        if sample.pending <= level:
+            if index == 0:
+                return sample.at, 0
+            before = samples[index - 1]
+            drop = before.pending - sample.pending
+            if drop <= 0:
+                return sample.at, index
+            share = (before.pending - level) / drop
+            return before.at + share * (sample.at - before.at), index
+    raise ValueError(f"pending rows never fell to {level:.0f}")
+
+
+def drain_window(samples: Sequence[Sample], total: int) -> Window:
+    """The rate (and CPU per job) of a drain of ``total`` jobs from its samples."""
+    if total < 10:
+        raise ValueError(f"a drain needs at least 10 jobs to measure, got {total}")
+    t90, i90 = crossing(samples, 0.9 * total)
+    t10, i10 = crossing(samples, 0.1 * total)
+    seconds = t10 - t90
+    if seconds <= 0:
+        raise ValueError("the drain was faster than the poller: use more jobs")
+    done = samples[i90].pending - samples[i10].pending
+    server = samples[i10].server_cpu - samples[i90].server_cpu
+    worker = samples[i10].worker_cpu - samples[i90].worker_cpu
+    per_job = 1e6 / done if done > 0 else float("nan")
+    return Window(0.8 * total / seconds, server * per_job, worker * per_job)
+
+
+def percentile(samples: Sequence[float], fraction: float) -> float:
+    """The ``fraction`` percentile (nearest rank) of ``samples``."""
+    if not samples:
+        return float("nan")
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+def poll_interval(last_query_seconds: float, floor: float = 0.020) -> float:
+    """Seconds between polls: ``floor``, or ten times the last count's duration when that is
+    longer (so counting a large backlog never takes more than a tenth of a connection)."""
+    return max(floor, 10.0 * last_query_seconds)

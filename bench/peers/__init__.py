@@ -1,0 +1,273 @@
+"""The queues the comparison measures, behind one interface (:class:`Peer`).
+
+- ``ours``: ``jobs worker`` running the no-op function in-process (``JOBS_INPROCESS``);
+- ``ours-http``: ``jobs worker`` POSTing each job to a ``jobfn serve`` process (uvicorn);
+- ``graphile``: graphile-worker 0.18 (Node), installed by :mod:`bench.peers.npm`;
+- ``pgqueuer``: pgqueuer (Python, from this project's virtual environment).
+
+Each peer gets a database of its own; the benchmark enqueues no-op jobs through the peer's
+own batch and single-job calls and counts its pending rows with :attr:`Peer.pending`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+from urllib.parse import quote, urlencode
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+
+from bench.harness import (
+    QUERIES,
+    ROOT,
+    Process,
+    execute,
+    function_server,
+    processes,
+    started,
+    worker,
+)
+from bench.peers import npm
+from bench.peers.pgqueuer_peer import connect as pgqueuer_connect
+from bench.peers.pgqueuer_peer import enqueue as pgqueuer_enqueue
+from bench.peers.pgqueuer_peer import install as pgqueuer_install
+from jobfn.client import add_job, add_jobs
+
+Conn = psycopg.Connection[tuple[object, ...]]
+DATABASE_ID = "5b720132-17d5-424d-9bcb-ee7b17c13d43"
+BATCH = 1000
+"""Jobs per batched enqueue call, for every peer."""
+
+
+def _specs(task: str, n: int) -> list[dict[str, object]]:
+    return [{"identifier": task, "payload": {}} for _ in range(n)]
+
+
+def url(conninfo: str) -> str:
+    """``conninfo`` (keywords or URL) as a ``postgresql://`` URL, for Node's ``pg``."""
+    params = conninfo_to_dict(conninfo)
+    user = quote(str(params.pop("user", "")), safe="")
+    password = quote(str(params.pop("password", "")), safe="")
+    host = str(params.pop("host", "localhost"))
+    port = str(params.pop("port", "5432"))
+    dbname = quote(str(params.pop("dbname", "")), safe="")
+    auth = f"{user}:{password}@" if password else (f"{user}@" if user else "")
+    if host.startswith("/"):  # a Unix socket directory
+        params["host"] = host
+        host = ""
+    location = f"{host}:{port}" if host else ""
+    query = ("?" + urlencode({k: str(v) for k, v in params.items()})) if params else ""
+    if not host:
+        query = (query + "&" if query else "?") + f"port={port}"
+    return f"postgresql://{auth}{location}/{dbname}{query}"
+
+
+class Peer:
+    """One queue under test (subclasses below)."""
+
+    name = ""
+    pending = ""
+    """Name of the query (in ``bench/queries.sql``) counting this queue's pending rows."""
+    clear_query = ""
+    concurrency = 10
+    uses_app_jobs = False
+
+    def setup(self, conninfo: str) -> None:
+        """Install the queue's schema into the (empty) database ``conninfo``."""
+
+    def clear(self, conn: Conn) -> None:
+        """Remove every job."""
+        execute(conn, self.clear_query)
+
+    def enqueue(self, conninfo: str, conn: Conn, n: int, batch: int) -> float:
+        """Jobs/s enqueuing ``n`` no-op jobs, ``batch`` per call (1: one call per job)."""
+        raise NotImplementedError
+
+    def workers(
+        self, conninfo: str, count: int, stamp_file: Path | None = None
+    ) -> AbstractContextManager[list[Process]]:
+        """``count`` worker processes at :attr:`concurrency` each, running until the end."""
+        raise NotImplementedError
+
+    @contextmanager
+    def adder(self, conninfo: str, conn: Conn) -> Iterator[Callable[[str], None]]:
+        """A function enqueuing one job of a task, in a transaction of its own."""
+        yield lambda task: self.add_one(conn, task)
+
+    def add_one(self, conn: Conn, task: str) -> None:
+        """Enqueue one job of ``task`` (see :meth:`adder`)."""
+        raise NotImplementedError
+
+
+class Ours(Peer):
+    """Our ``jobs worker``, in-process dispatch."""
+
+    name = "ours"
+    pending = "ours_pending"
+    clear_query = "clear"
+    uses_app_jobs = True
+
+    def add_one(self, conn: Conn, task: str) -> None:
+        add_job(task, {}, conn=conn, database_id=DATABASE_ID)
+
+    def enqueue(self, conninfo: str, conn: Conn, n: int, batch: int) -> float:
+        started_at = time.perf_counter()
+        if batch == 1:
+            for _ in range(n):
+                self.add_one(conn, "noop")
+        else:
+            for first in range(0, n, batch):
+                size = min(batch, n - first)
+                jobs = [{"task": "noop", "payload": {}, "database_id": DATABASE_ID}] * size
+                add_jobs(jobs, conn=conn)
+        return n / (time.perf_counter() - started_at)
+
+    @contextmanager
+    def workers(
+        self, conninfo: str, count: int, stamp_file: Path | None = None
+    ) -> Iterator[list[Process]]:
+        env = {"PYTHONPATH": str(ROOT)}
+        if stamp_file is not None:
+            env["BENCH_STAMP_FILE"] = str(stamp_file)
+        inprocess = {"noop": "bench.noop:noop", "stamp": "bench.noop:stamp"}
+        with processes(
+            count,
+            lambda _: worker(
+                conninfo, concurrency=self.concurrency, inprocess=inprocess, extra=env
+            ),
+        ) as started_workers:
+            yield started_workers
+
+
+class OursHttp(Ours):
+    """Our ``jobs worker`` POSTing every job to a ``jobfn serve`` function (uvicorn)."""
+
+    name = "ours-http"
+    concurrency = 50
+
+    @contextmanager
+    def workers(
+        self, conninfo: str, count: int, stamp_file: Path | None = None
+    ) -> Iterator[list[Process]]:
+        env = {"PYTHONPATH": str(ROOT)}
+        if stamp_file is not None:
+            env["BENCH_STAMP_FILE"] = str(stamp_file)
+        with (
+            function_server("bench.noop:noop", env) as noop_url,
+            function_server("bench.noop:stamp", env) as stamp_url,
+            processes(
+                count,
+                lambda _: worker(
+                    conninfo,
+                    concurrency=self.concurrency,
+                    routes={"noop": noop_url, "stamp": stamp_url},
+                    extra=env,
+                ),
+            ) as started_workers,
+        ):
+            yield started_workers
+
+
+class Graphile(Peer):
+    """graphile-worker (Node), ``localQueue`` 200, ``completeJobBatchDelay`` 0."""
+
+    name = "graphile"
+    pending = "graphile_pending"
+    clear_query = "graphile_clear"
+
+    def setup(self, conninfo: str) -> None:
+        install = npm.install_graphile()
+        done = subprocess.run(
+            [str(install.node), str(install.script), "migrate"],
+            env={**os.environ, "DATABASE_URL": url(conninfo)},
+            cwd=install.folder,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"graphile-worker's migration failed: {done.stderr[-2000:]}")
+
+    def _run(
+        self, conninfo: str, mode: str, env: dict[str, str]
+    ) -> AbstractContextManager[Process]:
+        install = npm.install_graphile()
+        return started(
+            [str(install.node), str(install.script), mode],
+            {"DATABASE_URL": url(conninfo), **env},
+            cwd=install.folder,
+        )
+
+    def add_one(self, conn: Conn, task: str) -> None:
+        conn.execute(QUERIES["graphile_add_job"], {"task": task})
+
+    def enqueue(self, conninfo: str, conn: Conn, n: int, batch: int) -> float:
+        started_at = time.perf_counter()
+        if batch == 1:
+            for _ in range(n):
+                self.add_one(conn, "noop")
+        else:
+            for first in range(0, n, batch):
+                specs = json.dumps(_specs("noop", min(batch, n - first)))
+                conn.execute(QUERIES["graphile_add_jobs"], {"jobs": specs})
+        return n / (time.perf_counter() - started_at)
+
+    def workers(
+        self, conninfo: str, count: int, stamp_file: Path | None = None
+    ) -> AbstractContextManager[list[Process]]:
+        env = {"BENCH_CONCURRENCY": str(self.concurrency)}
+        if stamp_file is not None:
+            env["BENCH_STAMP_FILE"] = str(stamp_file)
+        return processes(count, lambda _: self._run(conninfo, "worker", env))
+
+
+class PgQueuer(Peer):
+    """pgqueuer, dequeue batch = concurrency."""
+
+    name = "pgqueuer"
+    pending = "pgqueuer_pending"
+    clear_query = "pgqueuer_clear"
+
+    def setup(self, conninfo: str) -> None:
+        asyncio.run(pgqueuer_install(conninfo))
+
+    def enqueue(self, conninfo: str, conn: Conn, n: int, batch: int) -> float:
+        return asyncio.run(pgqueuer_enqueue(conninfo, n, batch))
+
+    @contextmanager
+    def adder(self, conninfo: str, conn: Conn) -> Iterator[Callable[[str], None]]:
+        with asyncio.Runner() as runner:
+            connection, queries = runner.run(pgqueuer_connect(conninfo))
+
+            def add(task: str) -> None:
+                runner.run(queries.enqueue(task, None))
+
+            try:
+                yield add
+            finally:
+                runner.run(connection.close())
+
+    def workers(
+        self, conninfo: str, count: int, stamp_file: Path | None = None
+    ) -> AbstractContextManager[list[Process]]:
+        env = {
+            "DATABASE_URL": conninfo,
+            "BENCH_CONCURRENCY": str(self.concurrency),
+            "PYTHONPATH": str(ROOT),
+        }
+        if stamp_file is not None:
+            env["BENCH_STAMP_FILE"] = str(stamp_file)
+        argv = [sys.executable, "-m", "bench.peers.pgqueuer_peer", "worker"]
+        return processes(count, lambda _: started(argv, env, cwd=ROOT))
+
+
+PEERS: dict[str, type[Peer]] = {peer.name: peer for peer in (Ours, OursHttp, Graphile, PgQueuer)}

@@ -1,0 +1,145 @@
+"""The outside poller: counts a queue's pending rows and samples CPU while workers drain it.
+
+Server CPU is read from ``/proc/<pid>/schedstat`` (nanoseconds on CPU) of the PostgreSQL
+processes serving the benchmark database (``pg_stat_activity``: client backends and
+autovacuum workers; the poller's own backend is left out). Worker CPU is read from
+``/proc/<pid>/stat`` (user + system time of every thread) of the worker processes.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import psycopg
+
+from bench.measure import Sample, poll_interval
+
+TICKS = os.sysconf("SC_CLK_TCK")
+PIDS_EVERY = 10
+"""Re-read the list of server processes every this many polls."""
+
+
+def backend_cpu_seconds(pid: int) -> float | None:
+    """Seconds on CPU of one (single-threaded) server process, or ``None`` when it is gone."""
+    try:
+        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def process_cpu_seconds(pid: int) -> float | None:
+    """User + system seconds of a whole process (all threads), or ``None`` when it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+class CpuMeter:
+    """Cumulative CPU of a changing set of processes since the meter started.
+
+    Processes seen at the first reading count from that reading; processes that appear later
+    count from their start; processes that vanish keep their last reading.
+    """
+
+    def __init__(self, read: Callable[[int], float | None]) -> None:
+        self._read = read
+        self._base: dict[int, float] = {}
+        self._last: dict[int, float] = {}
+        self._started = False
+
+    def total(self, pids: Sequence[int]) -> float:
+        """CPU seconds used since the first call by every process ever passed."""
+        for pid in pids:
+            value = self._read(pid)
+            if value is None:
+                continue
+            if pid not in self._base:
+                self._base[pid] = value if not self._started else 0.0
+            self._last[pid] = value
+        self._started = True
+        return sum(self._last[pid] - self._base[pid] for pid in self._last)
+
+
+class Poller:
+    """A thread sampling ``pending_sql`` (one integer) until stopped or pending is 0."""
+
+    def __init__(
+        self,
+        conninfo: str,
+        pending_sql: str,
+        pids_sql: str,
+        worker_pids: Callable[[], Sequence[int]],
+    ) -> None:
+        self.samples: list[Sample] = []
+        self._conninfo = conninfo
+        self._pending_sql = pending_sql
+        self._pids_sql = pids_sql
+        self._worker_pids = worker_pids
+        self._stop = threading.Event()
+        self._empty = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="bench-poller", daemon=True)
+        self._connected = threading.Event()
+
+    def __enter__(self) -> Poller:
+        self._thread.start()
+        self._connected.wait(30)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+    def wait_empty(self, within: float) -> None:
+        """Block until a poll saw no pending rows; raise after ``within`` seconds."""
+        if not self._empty.wait(within):
+            if self._error is not None:
+                raise RuntimeError(f"the poller failed: {self._error}") from self._error
+            last = self.samples[-1].pending if self.samples else "?"
+            raise RuntimeError(f"the queue was not drained within {within:.0f} s ({last} left)")
+        if self._error is not None:
+            raise RuntimeError(f"the poller failed: {self._error}") from self._error
+
+    def _run(self) -> None:
+        try:
+            self._poll()
+        except BaseException as exc:  # reported by wait_empty
+            self._error = exc
+            self._empty.set()
+        finally:
+            self._connected.set()
+
+    def _poll(self) -> None:
+        server = CpuMeter(backend_cpu_seconds)
+        worker = CpuMeter(process_cpu_seconds)
+        with psycopg.connect(self._conninfo, autocommit=True) as conn:
+            backends: list[int] = []
+            polls = 0
+            self._connected.set()
+            while not self._stop.is_set():
+                if polls % PIDS_EVERY == 0:
+                    backends = [int(str(r[0])) for r in conn.execute(self._pids_sql).fetchall()]
+                polls += 1
+                before = time.monotonic()
+                row = conn.execute(self._pending_sql).fetchone()
+                after = time.monotonic()
+                pending = int(str(row[0])) if row is not None else 0
+                self.samples.append(
+                    Sample(
+                        at=(before + after) / 2,
+                        pending=pending,
+                        server_cpu=server.total(backends),
+                        worker_cpu=worker.total(self._worker_pids()),
+                    )
+                )
+                if pending == 0:
+                    self._empty.set()
+                    return
+                self._stop.wait(max(0.0, poll_interval(after - before) - (after - before)))
