@@ -22,8 +22,8 @@
 -- Keys unique per tenant. Partial indexes: unkeyed jobs (the common case) maintain no key index.
 -- ---------------------------------------------------------------------------------------------
 
--- The reference and 0001 name them jobs_key_key / scheduled_jobs_key_key; any other unique
--- constraint on (key) alone (an installation that renamed it) is dropped as well.
+-- Drop the unique constraints on (key) alone: jobs_key_key / scheduled_jobs_key_key in the
+-- reference and 0001, or whatever an installation renamed them to.
 DO $keys$
 DECLARE
   v_constraint record;
@@ -41,12 +41,10 @@ BEGIN
 END;
 $keys$;
 
-ALTER TABLE app_jobs.jobs DROP CONSTRAINT IF EXISTS jobs_key_key;
 DROP INDEX IF EXISTS app_jobs.jobs_database_id_key_idx;
 CREATE UNIQUE INDEX jobs_database_id_key_idx
   ON app_jobs.jobs (database_id, key) WHERE key IS NOT NULL;
 
-ALTER TABLE app_jobs.scheduled_jobs DROP CONSTRAINT IF EXISTS scheduled_jobs_key_key;
 DROP INDEX IF EXISTS app_jobs.scheduled_jobs_database_id_key_idx;
 CREATE UNIQUE INDEX scheduled_jobs_database_id_key_idx
   ON app_jobs.scheduled_jobs (database_id, key) WHERE key IS NOT NULL;

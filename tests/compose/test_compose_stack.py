@@ -175,6 +175,7 @@ def test_our_containers_run_as_non_root_on_a_read_only_root_file_system(stack: S
         ).stdout
 
         assert container["HostConfig"]["ReadonlyRootfs"] is True, service
+        assert container["HostConfig"]["CapDrop"] == ["ALL"], service
         assert container["Config"]["User"] == "10001:10001", service
         assert probe.splitlines()[0] == "10001", service
         assert "Read-only file system" in probe, service

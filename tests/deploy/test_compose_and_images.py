@@ -85,6 +85,8 @@ def test_our_containers_run_with_a_read_only_root_file_system(compose: dict[str,
     stack = services(compose)
     for name in OUR_SERVICES:
         assert stack[name]["read_only"] is True, name
+        assert stack[name]["cap_drop"] == ["ALL"], name
+        assert "no-new-privileges:true" in stack[name]["security_opt"], name
         assert "user" not in stack[name], f"{name} runs as the image's non-root user"
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -16,8 +15,6 @@ from simple_email import simple_email
 
 if TYPE_CHECKING:
     from tests.deploy.conftest import Manifest
-
-ROOT = Path(__file__).resolve().parents[2]
 
 FUNCTION_OBJECTS: dict[str, JobFunction] = {
     "simple-email": simple_email,
@@ -206,11 +203,3 @@ def test_the_shipped_secrets_are_placeholders_that_are_refused(manifests: list[M
 
     with pytest.raises(SecretError, match="JOBS_SIGNING_SECRET"):
         check_secret("JOBS_SIGNING_SECRET", placeholder)
-
-
-def test_the_readme_shows_how_to_create_the_real_secrets() -> None:
-    readme = (ROOT / "deploy/README.md").read_text()
-
-    assert "kubectl -n jobs create secret generic jobs-secrets" in readme
-    for key in ("PGPASSWORD", "JOBS_SIGNING_SECRET", "JOBS_API_TOKEN"):
-        assert f"--from-literal={key}=" in readme

@@ -9,6 +9,7 @@ from __future__ import annotations
 import unicodedata
 from email.message import EmailMessage
 from typing import TYPE_CHECKING
+from urllib.parse import quote_plus, urlencode
 
 import pytest
 from hypothesis import given, settings
@@ -392,3 +393,16 @@ def test_the_dev_redirect_uses_the_address_whatever_the_name(
     recipient: str, redirected: str
 ) -> None:
     assert dev_recipient(check_address("to", recipient), "Dev <me@dev.test>") == redirected
+
+
+@given(
+    name=st.sampled_from(["invite_token", "reset_token", "verification_token", "code", "api_key"]),
+    secret=st.text(st.characters(codec="utf-8", exclude_characters="\x00"), min_size=6),
+    other=st.text(st.characters(codec="ascii", categories=["Ll"]), max_size=8),
+)
+def test_no_secret_parameter_value_survives_masking(name: str, secret: str, other: str) -> None:
+    link = "https://app.test/verify?" + urlencode([("email_id", other), (name, secret)])
+
+    masked = mailer.mask_link(link)
+
+    assert masked == f"https://app.test/verify?email_id={quote_plus(other)}&{name}=***"
