@@ -554,6 +554,7 @@ class Verdict:
     drain_seconds: float | None = None
     drain_runnable_seconds: float | None = None
     callbacks: Counter[str] = field(default_factory=Counter)
+    unexplained: list[str] = field(default_factory=list)
     logs: str = ""
     """Where the worker logs are (kept when a check fails)."""
     timeline: list[tuple[float, str]] = field(default_factory=list)
@@ -592,6 +593,7 @@ class Verdict:
             + (f"{self.drain_seconds:.1f} s" if self.drain_seconds else "-")
             + " until every job finished",
             f"SIGTERM exit codes: {sorted({code for _, code in self.exit_codes})}",
+            *self.unexplained[:5],
         ]
         return "\n".join(lines)
 
@@ -640,7 +642,20 @@ def judge(
             end = first.end if first.end is not None else float("inf")
             if second.start < end and not killed_between(first.worker, first.start, second.start):
                 v.overlaps.append((job_id, first.worker, second.worker))
-            v.redeliveries[_cause(first, second, killed_between)] += 1
+            cause = _cause(first, second, killed_between)
+            v.redeliveries[cause] += 1
+            if cause.startswith("UNEXPLAINED"):
+                said = [
+                    f"{e.get('t', 0) - v.started:.2f} {e.get('file')} {e.get('action')}:"
+                    f" {e.get('message')}"
+                    for e in logs
+                    if e.get("job_id") == job_id
+                ]
+                v.unexplained.append(
+                    f"job {job_id}: {first.worker} {first.start - v.started:.2f}-"
+                    f"{(first.end or 0) - v.started:.2f} s ({first.result}), then"
+                    f" {second.worker} at {second.start - v.started:.2f} s; logs: {said}"
+                )
         status = finished.get(job_id)
         if status is not None and status[2] > len(ds):
             v.attempts_without_delivery += status[2] - len(ds)

@@ -7,6 +7,7 @@ import socket
 from typing import TYPE_CHECKING
 
 import pytest
+from aiohttp import web
 
 from jobservice.breaker import Breakers, route_key
 from jobservice.dispatch import Dispatcher
@@ -28,12 +29,20 @@ def test_breaker_opens_doubles_caps_and_closes() -> None:
     assert first is not None
     assert (first.seconds, first.failures) == (1.0, 1)
     assert breakers.is_open(key, 0.5)
-    assert breakers.blocked_tasks(0.5) == {"a"}
+    assert breakers.blocked_tasks() == {"a"}
+    assert breakers.probe_due(0.5) == {}
     # A request sent before it opened does not extend it, but its task is held back too.
     assert breakers.unreachable(key, "b", now=0.6) is None
-    assert breakers.blocked_tasks(0.6) == {"a", "b"}
-    # Half-open after the delay: the next failure doubles it, up to the cap.
+    assert breakers.blocked_tasks() == {"a", "b"}
+    # Half-open after the delay: its tasks stay out of claims but one probe is due.
     assert not breakers.is_open(key, 1.0)
+    assert breakers.blocked_tasks() == {"a", "b"}
+    assert breakers.probe_due(1.0) == {key: {"a", "b"}}
+    breakers.probing(key)
+    assert breakers.probe_due(1.0) == {}
+    breakers.probe_lost(key)
+    assert breakers.probe_due(1.0) == {key: {"a", "b"}}
+    # Each unreachable probe doubles the delay, up to the cap.
     delays = []
     now = 1.0
     for _ in range(4):
@@ -47,7 +56,8 @@ def test_breaker_opens_doubles_caps_and_closes() -> None:
     assert breakers.reached(key) is True
     assert breakers.reached(key) is False
     assert not breakers.is_open(key, now)
-    assert breakers.blocked_tasks(now) == set()
+    assert breakers.blocked_tasks() == set()
+    assert breakers.probe_due(now) == {}
     assert breakers.open_keys() == []
     reopened = breakers.unreachable(key, "a", now=now)
     assert reopened is not None
@@ -92,7 +102,8 @@ async def _dispatch_marks_refused_unreachable(url: str) -> bool:
 async def test_an_unreachable_route_uses_no_attempt_and_other_routes_keep_running(
     tools: Tools, jobs_db: JobsDb, fn_server: FunctionServer
 ) -> None:
-    """A real refused port: its jobs keep their attempts, the other function's jobs complete."""
+    """A real refused port: its jobs keep their attempts while the other function's jobs
+    complete; when a function listens on that port, a probe closes the breaker and they run."""
     down = _refusing_url()
     if not await _dispatch_marks_refused_unreachable(f"{down}/down"):
         pytest.skip("jobservice.dispatch does not mark a refused connection unreachable yet")
@@ -116,10 +127,29 @@ async def test_an_unreachable_route_uses_no_attempt_and_other_routes_keep_runnin
         rendered = service.metrics.render().decode()
         assert f'jobs_route_breaker_open{{route="{down}"}} 1.0' in rendered
         assert 'jobs_unreachable_total{task="down"}' in rendered
-    # max_attempts=1: a counted attempt would have failed them for good.
-    rows = await jobs_db.count("SELECT count(*) FROM app_jobs.jobs WHERE attempts = 0")
-    assert rows == len(down_ids)
-    assert (
-        await jobs_db.count("SELECT count(*) FROM app_jobs.job_history WHERE status = 'failed'")
-        == 0
-    )
+        # max_attempts=1: an attempt counted for a refused connection would fail them.
+        assert (
+            await jobs_db.count("SELECT count(*) FROM app_jobs.job_history WHERE status = 'failed'")
+            == 0
+        )
+
+        # The function comes up on that port: the breaker closes, the jobs run once each.
+        app = web.Application()
+        app.router.add_post("/down", _ok)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        port = int(down.rsplit(":", 1)[1])
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        try:
+            for job_id in down_ids:
+                done = await jobs_db.finished(job_id)
+                assert (done["status"], done["attempts"]) == ("completed", 1)
+            assert worker.breakers.open_keys() == []
+            rendered = service.metrics.render().decode()
+            assert f'jobs_route_breaker_open{{route="{down}"}} 0.0' in rendered
+        finally:
+            await runner.cleanup()
+
+
+async def _ok(request: web.Request) -> web.StreamResponse:
+    return web.json_response({"complete": True})

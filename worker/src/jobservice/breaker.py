@@ -4,9 +4,10 @@ A dispatch whose function could not be reached (``Outcome.unreachable``: connect
 reset before the request was sent, DNS failure, a gateway's 502/503/504 without the function's
 reply) opens the breaker of its route, the URL origin (``scheme://host:port``). While open, the
 worker claims no jobs of the tasks seen on that route and releases those it holds, without
-using their attempts. After the open period the breaker is *half-open*: jobs are claimed again;
-the first reply that reaches the function closes it, another unreachable one opens it again for
-twice as long (``base * 2**(n-1)``, at most ``cap``, times a jitter factor in [0.5, 1]).
+using their attempts. After the open period the breaker is *half-open*: one job of the route is
+claimed as a probe (the others stay in the queue); a reply from the function closes the breaker
+and the route's jobs are claimed again, another unreachable one opens it again for twice as long
+(``base * 2**(n-1)``, at most ``cap``, times a jitter factor in [0.5, 1]).
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ class _State:
     failures: int = 0
     """Consecutive openings (the exponent of the backoff)."""
     open_until: float = 0.0
+    probing: bool = False
+    """A probe job is in flight (half-open)."""
     tasks: set[str] = field(default_factory=set)
 
 
@@ -67,6 +70,7 @@ class Breakers:
         state.tasks.add(task)
         if state.open_until > now:
             return None
+        state.probing = False
         state.failures += 1
         seconds = min(self.cap, self.base * 2 ** (state.failures - 1))
         seconds *= 0.5 + 0.5 * self.jitter()
@@ -80,6 +84,7 @@ class Breakers:
             return False
         state.failures = 0
         state.open_until = 0.0
+        state.probing = False
         return True
 
     def is_open(self, key: str, now: float) -> bool:
@@ -92,13 +97,34 @@ class Breakers:
         state = self._states.get(key)
         return 0.0 if state is None else max(0.0, state.open_until - now)
 
-    def blocked_tasks(self, now: float) -> set[str]:
-        """The tasks seen on routes whose breaker is open at ``now``."""
+    def blocked_tasks(self) -> set[str]:
+        """The tasks seen on routes whose breaker is open or half-open: left out of claims
+        (a half-open route gets its jobs through :meth:`probe_due` only)."""
         blocked: set[str] = set()
         for state in self._states.values():
-            if state.open_until > now:
+            if state.failures > 0:
                 blocked |= state.tasks
         return blocked
+
+    def probe_due(self, now: float) -> dict[str, set[str]]:
+        """Half-open routes without a probe in flight: ``{key: tasks}``."""
+        return {
+            key: set(state.tasks)
+            for key, state in self._states.items()
+            if state.failures > 0 and state.open_until <= now and not state.probing
+        }
+
+    def probing(self, key: str) -> None:
+        """A probe job for ``key`` was claimed; no other until its reply."""
+        state = self._states.get(key)
+        if state is not None:
+            state.probing = True
+
+    def probe_lost(self, key: str) -> None:
+        """The probe of ``key`` ended without a reply (e.g. released): another may be sent."""
+        state = self._states.get(key)
+        if state is not None:
+            state.probing = False
 
     def open_keys(self) -> list[str]:
         """Routes whose breaker has not closed since it last opened (open or half-open)."""

@@ -128,6 +128,7 @@ class Worker:
             base=settings.route_backoff_min, cap=max(settings.route_backoff_max, 0.001)
         )
         self._open_routes: set[str] = set()
+        self._probe_claimed_at = -1e9
         self._route_keys: dict[str, str] = {}
 
         self.settler = Settler(
@@ -327,7 +328,7 @@ class Worker:
         base = self.router.task_filter
         saturated = [t for t, n in self._limits.items() if self._task_running.get(t, 0) >= n]
         if self._open_routes:
-            saturated += self.breakers.blocked_tasks(time.monotonic())
+            saturated += self.breakers.blocked_tasks()
         if not saturated:
             return base
         if base is None:
@@ -343,24 +344,51 @@ class Worker:
         started = time.perf_counter()
         async with self.pool.connection() as conn:
             tasks = await self._task_filter(conn)
-            if tasks is not None and not tasks:
-                return []
-            cur = await conn.execute(
-                self.queries.claim_jobs,
-                {
-                    "worker_id": self.worker_id,
-                    "tasks": tasks,
-                    "job_expiry": self.settings.job_expiry,
-                    "max_jobs": limit,
-                },
-            )
-            rows = await cur.fetchall()
-        elapsed = time.perf_counter() - started
-        previous = self._claim_seconds
-        self._claim_seconds = elapsed if previous is None else 0.8 * previous + 0.2 * elapsed
+            rows: list[Any] = []
+            if tasks is None or tasks:
+                cur = await conn.execute(
+                    self.queries.claim_jobs,
+                    {
+                        "worker_id": self.worker_id,
+                        "tasks": tasks,
+                        "job_expiry": self.settings.job_expiry,
+                        "max_jobs": limit,
+                    },
+                )
+                rows = await cur.fetchall()
+            if self._open_routes and len(rows) < limit:
+                rows += await self._claim_probe(conn)
+        if tasks is None or tasks:  # a claim ran: its time sizes the prefetch
+            elapsed = time.perf_counter() - started
+            previous = self._claim_seconds
+            self._claim_seconds = elapsed if previous is None else 0.8 * previous + 0.2 * elapsed
         jobs = [Job.from_row(row) for row in rows]
         self._accept(jobs)
         return jobs
+
+    async def _claim_probe(self, conn: psycopg.AsyncConnection[Any]) -> list[Any]:
+        """One job of a half-open route (at most one claim per poll interval)."""
+        now = time.monotonic()
+        due = self.breakers.probe_due(now)
+        if not due or now - self._probe_claimed_at < self.settings.poll_interval:
+            return []
+        self._probe_claimed_at = now
+        tasks = sorted(set().union(*due.values()))
+        cur = await conn.execute(
+            self.queries.claim_jobs,
+            {
+                "worker_id": self.worker_id,
+                "tasks": tasks,
+                "job_expiry": self.settings.job_expiry,
+                "max_jobs": 1,
+            },
+        )
+        rows = await cur.fetchall()
+        for row in rows:
+            route = self.router.route(row[1])
+            if type(route) is HttpRoute:
+                self.breakers.probing(self._key(route.url))
+        return rows
 
     async def _adopt_lost(self) -> None:
         """Run the jobs locked for this worker by a claim whose reply never arrived."""
@@ -432,6 +460,10 @@ class Worker:
                 assert not isinstance(route, HttpRoute)
                 await self.dispatcher.asgi(job, route.target, route.app, finish)
         except Exception as exc:
+            if self._open_routes:  # a probe that ended without a reply: another may be sent
+                route = self.router.route(job.task)
+                if type(route) is HttpRoute:
+                    self.breakers.probe_lost(self._key(route.url))
             finish(failure(f"worker error while running the job: {type(exc).__name__}: {exc}"))
 
     def _finish(self, job: Job, started: float, outcome: Outcome) -> None:
