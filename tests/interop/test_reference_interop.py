@@ -309,8 +309,15 @@ class ReferenceSide:
 def reference_side(
     db_conninfo: str, reference_node_modules: Path, stack: Stack, tmp_path: Path
 ) -> ReferenceSide:
-    """The jobfn function (uvicorn) and the reference callback server, both listening."""
+    """The jobfn function (uvicorn) and the reference callback server, both listening.
+
+    The reference worker signs nothing, so the function runs without a secret: it then calls
+    back only to the URLs it is told to allow (``JOBS_CALLBACK_ALLOWED_URLS``), here the
+    reference callback server.
+    """
     record = tmp_path / "runs.jsonl"
+    callback_port = free_port()
+    callback_url = f"http://127.0.0.1:{callback_port}/callback"
     function = stack.start(
         "jobfn function (uvicorn)",
         [
@@ -325,10 +332,9 @@ def reference_side(
             "--port",
             "0",
         ],
-        clean_env(INTEROP_RECORD=str(record)),
+        clean_env(INTEROP_RECORD=str(record), JOBS_CALLBACK_ALLOWED_URLS=callback_url),
     )
     fn_port = int(function.wait_for_line(r"Uvicorn running on http://127\.0\.0\.1:(\d+)")[1])
-    callback_port = free_port()
     worker_id = "interop-reference-worker"
     env = clean_env(
         **pg_env(db_conninfo),
@@ -340,7 +346,7 @@ def reference_side(
         INTERNAL_GATEWAY_URL=f"http://127.0.0.1:{fn_port}",
         INTERNAL_GATEWAY_DEVELOPMENT_MAP=json.dumps({TASK: f"http://127.0.0.1:{fn_port}/"}),
         INTERNAL_JOBS_CALLBACK_PORT=str(callback_port),
-        INTERNAL_JOBS_CALLBACK_URL=f"http://127.0.0.1:{callback_port}/callback",
+        INTERNAL_JOBS_CALLBACK_URL=callback_url,
     )
     server = stack.start(
         "reference knative-job-server",
@@ -412,7 +418,11 @@ class OurSide:
     callback_url: str = ""
 
     def start_worker(self) -> Process:
-        """Start ``jobs worker`` (worker + callback server, no scheduler) and wait for it."""
+        """Start ``jobs worker`` (worker + callback server, no scheduler) and wait for it.
+
+        The reference function wrapper sends unsigned callbacks: accepting them is the explicit
+        choice ``JOBS_INSECURE_CALLBACKS=true`` (the service refuses to start otherwise).
+        """
         callback_port = free_port()
         self.callback_url = f"http://127.0.0.1:{callback_port}/callback"
         fn_url = f"http://127.0.0.1:{self.fn_port}"
@@ -429,6 +439,7 @@ class OurSide:
                 INTERNAL_JOBS_CALLBACK_URL=self.callback_url,
                 JOBS_CALLBACK_BIND="127.0.0.1",
                 JOBS_SCHEDULER_ENABLED="false",
+                JOBS_INSECURE_CALLBACKS="true",
             ),
         )
         wait_for_port(worker, callback_port)

@@ -128,16 +128,17 @@ async def handle_job_request(fn: JobFunction, scope: Scope, receive: Receive, se
     job = protocol.parse_job_headers(scope["headers"])
     ctx = fn.context_for(job)
     target = None
-    if job.callback_url and job.worker_id and job.job_id:
-        target = CallbackTarget(
-            protocol.callback_endpoint(job.callback_url),
-            job.worker_id,
-            job.job_id,
-            job.database_id,
-            job.raw_attempt,
-        )
-    signer = fn.signer
     refused_url: str | None = None
+    if job.callback_url and job.worker_id and job.job_id:
+        try:
+            endpoint = protocol.callback_endpoint(job.callback_url)
+        except ValueError:  # not a URL: nowhere to call back
+            refused_url = job.callback_url
+        else:
+            target = CallbackTarget(
+                endpoint, job.worker_id, job.job_id, job.database_id, job.raw_attempt
+            )
+    signer = fn.signer
     if (
         target is not None
         and signer is None

@@ -144,10 +144,17 @@ class CallbackSender:
                 attempt=target.attempt,
                 signature=signature,
             )
+            raw_headers = [
+                (name.encode(), value.encode("utf-8", "surrogateescape"))
+                for name, value in headers.items()
+            ]
             try:
                 response = await client.post(
-                    target.url, content=body, headers=headers, timeout=self.policy.timeout
+                    target.url, content=body, headers=raw_headers, timeout=self.policy.timeout
                 )
+            except (httpx.LocalProtocolError, httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
+                problem = f"cannot be sent: {type(exc).__name__}: {exc}"
+                break  # the same request again cannot fare better
             except httpx.HTTPError as exc:
                 problem = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             else:

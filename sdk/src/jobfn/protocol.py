@@ -251,7 +251,9 @@ _REPLY = COMPLETION_REPLY.encode()
 def _text(raw: bytes | None) -> str | None:
     if not raw:
         return None
-    return raw.decode("latin-1").strip() or None
+    # UTF-8 with surrogate escapes: any bytes round-trip, so a signature over the text is a
+    # signature over the bytes that were sent.
+    return raw.decode("utf-8", "surrogateescape").strip() or None
 
 
 def _number(raw: bytes | None) -> int | None:

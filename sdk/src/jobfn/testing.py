@@ -146,7 +146,7 @@ def job_headers(
     signer = fn.signer
     if signer is not None and protocol.HEADER_SIGNATURE not in headers:
         job = protocol.parse_job_headers(
-            [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items() if v]
+            [(k.encode(), v.encode("utf-8", "surrogateescape")) for k, v in headers.items() if v]
         )
         headers[protocol.HEADER_SIGNATURE] = signer.sign(
             protocol.dispatch_envelope(job, body), int(time.time())
@@ -169,7 +169,7 @@ async def ainvoke(
     raw_body = body if body is not None else to_json({} if payload is None else payload)
     pairs = job_headers(fn, raw_body, job_id=job_id, completion=completion, overrides=headers)
     scope = post_scope(
-        [(k.encode("latin-1"), v.encode("latin-1")) for k, v in pairs]
+        [(k.encode(), v.encode("utf-8", "surrogateescape")) for k, v in pairs]
         + [(b"content-length", str(len(raw_body)).encode())],
         server=("testserver", 80),
     )

@@ -90,7 +90,7 @@ def send_verification_link(payload: VerificationLink, ctx: JobContext) -> dict[s
             "email_type": payload.email_type,
             "email": message.to[0],
             "subject": message.subject,
-            "link": content.link,
+            "link": mailer.mask_link(content.link),
         }
         ctx.logger.info("DRY RUN email (skipping send)", extra={"email": summary})
         return {"dryRun": True}
