@@ -35,6 +35,10 @@ from bench.peers import BATCH, PEERS, Conn, Peer
 from bench.probe import Poller
 
 WARM_UP = 20
+LARGE = 100_000
+"""Drains larger than this run only for ``--large-peers`` (the slow peers would take hours)."""
+SLOW_SAMPLES = 20
+"""Latency samples for a peer that waits for its poll interval instead of a notification."""
 
 
 @dataclass(frozen=True)
@@ -77,20 +81,22 @@ def drain(peer: Peer, conninfo: str, conn: Conn, n: int, count: int) -> DrainFig
     return DrainFigure(window.rate, window.server_us_per_job, window.worker_us_per_job, peak)
 
 
-def latency(peer: Peer, conninfo: str, conn: Conn, n: int, stamp_file: Path) -> list[float]:
-    """``n`` samples (after :data:`WARM_UP`) of enqueue → handler start, in milliseconds."""
+def latency(
+    peer: Peer, conninfo: str, conn: Conn, n: int, stamp_file: Path, warm_up: int = WARM_UP
+) -> list[float]:
+    """``n`` samples (after ``warm_up`` more) of enqueue → handler start, in milliseconds."""
     peer.clear(conn)
     stamp_file.parent.mkdir(parents=True, exist_ok=True)
     stamp_file.write_text("")
     samples: list[float] = []
     pending = QUERIES[peer.pending]
     with peer.workers(conninfo, 1, stamp_file), peer.adder(conninfo, conn) as add:
-        for index in range(WARM_UP + n):
+        for index in range(warm_up + n):
             before = time.time_ns()
             add("stamp")
             started_ns = _wait_for_stamp(stamp_file, index + 1)
             _wait_until(lambda: _count(conn, pending) == 0, "the queue to be empty")
-            if index >= WARM_UP:
+            if index >= warm_up:
                 samples.append((started_ns - before) / 1e6)
     stamp_file.unlink(missing_ok=True)
     return samples
@@ -130,10 +136,11 @@ def measure_peer(peer: Peer, admin: str, args: argparse.Namespace) -> PeerFigure
     with database(admin, f"bench_{peer.name.replace('-', '_')}", ours=peer.uses_app_jobs) as ci:
         peer.setup(ci)
         with psycopg.connect(ci, autocommit=True) as conn:
-            runs = [(n, 1) for n in args.sizes] + [
+            sizes = [n for n in args.sizes if n <= LARGE or peer.name in args.large_peers]
+            runs = [(n, 1) for n in sizes] + [
                 (args.process_jobs, count) for count in args.processes if count != 1
             ]
-            if args.processes and 1 in args.processes and args.process_jobs not in args.sizes:
+            if args.processes and 1 in args.processes and args.process_jobs not in sizes:
                 runs.append((args.process_jobs, 1))
             for n, count in runs:
                 got = drain(peer, ci, conn, n, count)
@@ -152,12 +159,14 @@ def measure_peer(peer: Peer, admin: str, args: argparse.Namespace) -> PeerFigure
                     f"enqueue: batched {figures.enqueue_batched:,.0f} jobs/s, "
                     f"single {figures.enqueue_single:,.0f} jobs/s"
                 )
-            if args.latency:
+            samples = args.latency if peer.wakes_on_notify else min(args.latency, SLOW_SAMPLES)
+            if samples:
                 stamp_file = ROOT / ".cache" / f"bench-stamps-{os.getpid()}-{peer.name}.txt"
-                figures.latency_ms = latency(peer, ci, conn, args.latency, stamp_file)
+                warm_up = WARM_UP if peer.wakes_on_notify else 2
+                figures.latency_ms = latency(peer, ci, conn, samples, stamp_file, warm_up)
                 say(
                     f"latency: p50 {percentile(figures.latency_ms, 0.5):.2f} ms, "
-                    f"p99 {percentile(figures.latency_ms, 0.99):.2f} ms"
+                    f"p99 {percentile(figures.latency_ms, 0.99):.2f} ms ({samples} samples)"
                 )
     return figures
 

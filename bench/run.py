@@ -243,6 +243,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bench.compare import main as compare
 
         return compare(args_list[1:])
+    if args_list[:1] == ["sqlpath"]:
+        from bench.sqlpath import main as sqlpath
+
+        return sqlpath(args_list[1:])
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--jobs", type=int, default=20_000, help="jobs per drain and batch enqueue")
     parser.add_argument("--single", type=int, default=2_000, help="jobs enqueued one at a time")

@@ -79,6 +79,8 @@ class Peer:
     clear_query = ""
     concurrency = 10
     uses_app_jobs = False
+    wakes_on_notify = True
+    """False: new jobs wait for the worker's next poll (latency is then sampled briefly)."""
 
     def setup(self, conninfo: str) -> None:
         """Install the queue's schema into the (empty) database ``conninfo``."""
@@ -236,6 +238,7 @@ class PgQueuer(Peer):
     name = "pgqueuer"
     pending = "pgqueuer_pending"
     clear_query = "pgqueuer_clear"
+    wakes_on_notify = False  # with the psycopg driver it picks new jobs up on its 2 s poll
 
     def setup(self, conninfo: str) -> None:
         asyncio.run(pgqueuer_install(conninfo))

@@ -1,0 +1,50 @@
+"""The comparison's arithmetic: drain windows from pending-row samples, percentiles."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.measure import Sample, crossing, drain_window, percentile, poll_interval
+
+
+def test_the_rate_is_80_percent_of_the_jobs_between_90_and_10_percent_left() -> None:
+    # 1,000 jobs, 100 done every 0.1 s after a start-up pause: 1,000 jobs/s.
+    samples = [Sample(at=0.0, pending=1000), Sample(at=1.0, pending=1000)]
+    samples += [Sample(at=1.0 + k / 10, pending=1000 - 100 * k) for k in range(1, 11)]
+    window = drain_window(samples, 1000)
+    assert window.rate == pytest.approx(1000.0)
+
+
+def test_crossings_are_interpolated_between_samples() -> None:
+    samples = [Sample(at=0.0, pending=100), Sample(at=1.0, pending=0)]
+    assert crossing(samples, 90)[0] == pytest.approx(0.1)
+    assert crossing(samples, 10)[0] == pytest.approx(0.9)
+
+
+def test_cpu_per_job_comes_from_the_same_window() -> None:
+    samples = [
+        Sample(at=0.0, pending=100, server_cpu=0.0, worker_cpu=0.0),
+        Sample(at=1.0, pending=90, server_cpu=1.0, worker_cpu=2.0),
+        Sample(at=2.0, pending=10, server_cpu=1.008, worker_cpu=2.016),
+    ]
+    window = drain_window(samples, 100)
+    assert window.server_us_per_job == pytest.approx(100.0)
+    assert window.worker_us_per_job == pytest.approx(200.0)
+
+
+def test_a_queue_that_never_drained_is_an_error_not_a_rate() -> None:
+    samples = [Sample(at=0.0, pending=100), Sample(at=1.0, pending=95)]
+    with pytest.raises(ValueError, match="never fell"):
+        drain_window(samples, 100)
+
+
+def test_too_few_jobs_is_refused() -> None:
+    with pytest.raises(ValueError, match="at least 10 jobs"):
+        drain_window([Sample(at=0.0, pending=0)], 5)
+
+
+def test_percentiles_and_poll_interval() -> None:
+    assert percentile([3.0, 1.0, 2.0], 0.5) == 2.0
+    assert percentile([float(n) for n in range(1, 101)], 0.99) == 99.0
+    assert poll_interval(0.001) == 0.020
+    assert poll_interval(0.01) == pytest.approx(0.1)
