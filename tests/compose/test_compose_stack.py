@@ -17,6 +17,7 @@ import urllib.request
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+import psycopg
 import pytest
 
 if TYPE_CHECKING:
@@ -195,7 +196,9 @@ def test_image_sizes_and_function_start_up(
                 with urllib.request.urlopen(url, timeout=2) as reply:
                     if reply.status == 200:
                         break
-            except (urllib.error.URLError, ConnectionError):
+            except urllib.error.HTTPError as not_ready:
+                not_ready.close()
+            except OSError:  # not listening yet
                 pass
             assert time.monotonic() < deadline, f"{function} not ready within 60 s"
             time.sleep(0.01)
@@ -227,6 +230,48 @@ def test_every_container_stops_cleanly_on_sigterm(
 
     with capsys.disabled():
         print("\ncompose: stop on SIGTERM: " + ", ".join(f"{s} {t:.1f} s" for s, t in took.items()))
+
+
+def test_the_postgres_image_honours_its_variables_and_keeps_data_in_its_volume(
+    stack: Stack,
+) -> None:
+    """What the compose file relies on, for the public image and the stand-in alike."""
+    name = f"{stack.project}-pg-probe"
+    volume = f"{stack.project}-pg-probe-data"
+    env = ["-e", "POSTGRES_USER=alice", "-e", "POSTGRES_PASSWORD=s3cret", "-e", "POSTGRES_DB=shop"]
+
+    def start() -> str:
+        """Start the image on the volume; the conninfo once it accepts connections."""
+        stack.docker(
+            "run", "-d", "--name", name, "-p", "127.0.0.1::5432",
+            "-v", f"{volume}:/var/lib/postgresql/data", *env, stack.env["POSTGRES_IMAGE"],
+        )  # fmt: skip
+        port = stack.docker("port", name, "5432/tcp").stdout.split()[0].rsplit(":", 1)[1]
+        conninfo = f"host=127.0.0.1 port={port} user=alice dbname=shop connect_timeout=5"
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                psycopg.connect(conninfo, password="s3cret").close()
+                return conninfo
+            except psycopg.OperationalError:
+                logs = stack.docker("logs", name, check=False)
+                assert time.monotonic() < deadline, logs.stdout + logs.stderr
+                time.sleep(0.2)
+
+    try:
+        conninfo = start()
+        with psycopg.connect(conninfo, password="s3cret") as conn:
+            conn.execute("CREATE TABLE t (v text); INSERT INTO t VALUES ('kept')")
+        stack.docker("rm", "-f", name)
+        conninfo = start()
+
+        with psycopg.connect(conninfo, password="s3cret") as conn:
+            assert conn.execute("SELECT v FROM t").fetchall() == [("kept",)]
+        with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+            psycopg.connect(conninfo, password="wrong")
+    finally:
+        stack.docker("rm", "-f", name, check=False)
+        stack.docker("volume", "rm", volume, check=False)
 
 
 def test_down_leaves_nothing_behind(stack: Stack) -> None:
