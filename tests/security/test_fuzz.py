@@ -138,6 +138,7 @@ def test_fuzzing_the_callback_server(job_service: StartService, db: Db, wire: ty
     finally:
         client.close()
     assert service.process.poll() is None
+    assert "Traceback" not in service.output()
     assert httpx.get(f"{service.base}/health/readiness", timeout=10).status_code == 200
 
 
@@ -214,4 +215,5 @@ def test_fuzzing_a_function_endpoint(
     finally:
         client.close()
     assert fn.process.poll() is None
+    assert "Exception in ASGI application" not in fn.output()  # no crash, even after replying
     assert len(fn.ran()) == accepted  # the handler ran for exactly the signed, valid requests

@@ -55,22 +55,29 @@ def test_a_streamed_gigabyte_and_a_gzip_bomb_fail_the_attempt_in_bounded_memory(
         with contextlib.suppress(OSError):  # the worker hung up once it had read enough
             handler.wfile.write(bomb)
 
+    def declared_two_mib(handler: BaseHTTPRequestHandler) -> None:
+        handler.send_response(200)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(2 * MIB))
+        handler.end_headers()
+        with contextlib.suppress(OSError):
+            handler.wfile.write(b" " * (2 * MIB))
+
     recorder.replies["/stream"] = _stream_a_gigabyte
     recorder.replies["/bomb"] = send_bomb
-    service = job_service(
-        INTERNAL_GATEWAY_DEVELOPMENT_MAP=json.dumps(
-            {"stream": f"{recorder.url}/stream", "bomb": f"{recorder.url}/bomb"}
-        )
-    )
+    recorder.replies["/declared"] = declared_two_mib
+    routes = {name: f"{recorder.url}/{name}" for name in ("stream", "bomb", "declared")}
+    service = job_service(INTERNAL_GATEWAY_DEVELOPMENT_MAP=json.dumps(routes))
     baseline_kb = service.status("VmRSS")
     streamed = db.add("stream")
     bombed = db.add("bomb")
+    declared = db.add("declared")
 
     def failed(job_id: int) -> str | None:
         row = db.job(job_id)
         return row["last_error"] if row is not None and row["locked_by"] is None else None
 
-    for job_id in (streamed, bombed):
+    for job_id in (streamed, bombed, declared):
         message = wire.wait_until(functools.partial(failed, job_id), f"job {job_id} to fail")
         assert "larger than 1048576 bytes (JOBS_MAX_REPLY_BYTES)" in message
     growth_mb = (service.status("VmHWM") - baseline_kb) / 1024

@@ -20,7 +20,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from jobfn import protocol
-from jobfn.callback import CallbackTarget, trusted_callback_urls
+from jobfn.asgi import in_process_caller
+from jobfn.callback import CallbackTarget
 from jobfn.handler import InvalidPayloadError
 from jobfn.logging import JOB_LOGGER
 from jobfn.openapi import openapi_document
@@ -139,11 +140,12 @@ async def handle_job_request(fn: JobFunction, scope: Scope, receive: Receive, se
                 endpoint, job.worker_id, job.job_id, job.database_id, job.raw_attempt
             )
     signer = fn.signer
+    caller = in_process_caller.get()
     if (
         target is not None
         and signer is None
         and not fn.callback_allow_list.allows(target.url)
-        and target.url not in trusted_callback_urls.get()
+        and (caller is None or target.url not in caller.callback_urls)
     ):
         # Unsigned: only allowed callback URLs (not an open relay). Our worker settles from the
         # reply, so a job that would send no outcome callback just runs without one.
@@ -166,7 +168,7 @@ async def handle_job_request(fn: JobFunction, scope: Scope, receive: Receive, se
             outcome = too_large(limit)
         else:
             body = read
-    if signer is not None and (
+    if (signer is not None and (caller is None or not caller.vouched)) and (
         outcome is not None
         or not signer.verify(job.signature, protocol.dispatch_envelope(job, body), now=time.time())
     ):

@@ -26,13 +26,6 @@ _client_override: ContextVar[httpx.AsyncClient | None] = ContextVar(
 """A client that replaces the function's own for callbacks sent in this context
 (:mod:`jobfn.testing` captures callbacks this way)."""
 
-trusted_callback_urls: ContextVar[frozenset[str]] = ContextVar(
-    "jobfn_trusted_callback_urls", default=frozenset()
-)
-"""Callback URLs vouched for by whoever calls the function in this process, allowed even to a
-function without a secret: the worker's own callback endpoint for its in-process dispatch,
-:mod:`jobfn.testing`'s captured one."""
-
 
 @dataclass(frozen=True, slots=True)
 class CallbackPolicy:

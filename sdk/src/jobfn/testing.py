@@ -28,8 +28,8 @@ import httpx
 from pydantic_core import from_json, to_json
 
 from jobfn import protocol
-from jobfn.asgi import post_scope
-from jobfn.callback import _client_override, trusted_callback_urls
+from jobfn.asgi import InProcessCaller, in_process_caller, post_scope
+from jobfn.callback import _client_override
 from jobfn.function import JobFunction
 
 TEST_WORKER_ID = "test-worker"
@@ -199,14 +199,15 @@ async def ainvoke(
     calls: list[CapturedCallback] = []
     client = httpx.AsyncClient(transport=_Recorder(calls, callback_status))
     token = _client_override.set(client)
-    captured = trusted_callback_urls.set(frozenset({TEST_CALLBACK_URL}))
+    # The captured callback URL never leaves the process; the request is still verified.
+    captured = in_process_caller.set(InProcessCaller(frozenset({TEST_CALLBACK_URL})))
     try:
         async with asyncio.timeout(timeout):
             await fn(scope, receive, send)
             if status == 202:
                 await fn.drain()
     finally:
-        trusted_callback_urls.reset(captured)
+        in_process_caller.reset(captured)
         _client_override.reset(token)
         await client.aclose()
     return Invocation(status, reply_headers, b"".join(chunks), calls)

@@ -11,7 +11,8 @@ Signatures (scheme v2, :mod:`jobfn.protocol`): a callback must be signed with pu
 URL this server is configured with (``INTERNAL_JOBS_CALLBACK_URL``, with an empty path read as
 ``/callback``: the URL the worker gave the function), by ``JOBS_SIGNING_SECRET`` or
 ``JOBS_SIGNING_SECRET_PREVIOUS``. Only ``JOBS_INSECURE_CALLBACKS=true`` lets unsigned callbacks
-in (the reference Node functions send them); a signature that is present is still checked.
+in (the reference Node functions send them); a signature that is present is still checked
+when the service has a secret.
 
 A callback settles its job only for the attempt it names (``X-Job-Attempt``, required when
 signed) and its tenant (``X-Database-Id``), checked in the same statement that settles it.
@@ -161,7 +162,8 @@ def parse_callback(
     """Validate a callback's headers (lower-case names) and body; raise :class:`RejectedError`.
 
     ``callback_url`` is the URL the signature must name (this server's callback endpoint).
-    Without a ``signer`` every callback must be unsigned-acceptable (``insecure``).
+    ``insecure``: an unsigned callback is accepted; one that carries a signature is still
+    checked when there is a ``signer`` to check it with.
     """
     raw_id = headers.get(protocol.HEADER_JOB_ID, "").strip()
     worker_id = headers.get(protocol.HEADER_WORKER_ID, "").strip()
@@ -178,7 +180,9 @@ def parse_callback(
         _header_text("X-Database-Id", database_id)
     raw_error = headers.get(protocol.HEADER_JOB_ERROR, "").strip()
     signature = headers.get(protocol.HEADER_SIGNATURE)
-    if signature or not insecure:
+    if not insecure and signer is None:
+        raise RejectedError(401, "missing, wrong or stale X-Job-Signature")
+    if signer is not None and (signature or not insecure):
         envelope = protocol.Envelope(
             protocol.PURPOSE_CALLBACK,
             worker_id,
@@ -189,7 +193,7 @@ def parse_callback(
             raw_error,
             body,
         )
-        if signer is None or not signer.verify(signature, envelope, now=now):
+        if not signer.verify(signature, envelope, now=now):
             raise RejectedError(401, "missing, wrong or stale X-Job-Signature")
         if attempt is None:
             raise RejectedError(400, "a signed callback must name its X-Job-Attempt")
@@ -215,7 +219,6 @@ def parse_callback(
         raise RejectedError(400, 'body "status" must be "success", "error" or "progress"')
     if job_error:
         status = "error"
-    common = {"attempt": attempt, "database_id": database_id or None}
 
     if status == "progress":
         progress = document.get("progress")
@@ -232,7 +235,8 @@ def parse_callback(
             "progress",
             progress=int(progress),
             message=None if message is None else clean_text(message),
-            **common,  # type: ignore[arg-type]
+            attempt=attempt,
+            database_id=database_id or None,
         )
     if status == "error":
         error = document.get("error")
@@ -253,7 +257,8 @@ def parse_callback(
             "error",
             error=clean_text(text).strip() or "unknown error",
             retryable=retry is not False,
-            **common,  # type: ignore[arg-type]
+            attempt=attempt,
+            database_id=database_id or None,
         )
     result = document.get("result")
     return Callback(
@@ -261,7 +266,8 @@ def parse_callback(
         job_id,
         "success",
         result=None if result is None else _result_text(result),
-        **common,  # type: ignore[arg-type]
+        attempt=attempt,
+        database_id=database_id or None,
     )
 
 

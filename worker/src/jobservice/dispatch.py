@@ -8,10 +8,12 @@ collected response; no HTTP, no sockets), so a function behaves the same both wa
 An in-process function may answer and keep running (a 202 followed by background work): the
 outcome is reported as soon as the response is complete, and the rest runs on unhindered.
 
-Both transports sign the request (``X-Job-Signature``, scheme v2, purpose ``dispatch``: see
-:mod:`jobfn.protocol`) when the worker has a secret, and read at most ``max_reply_bytes`` of
-the reply (counted after decompression): a larger reply fails the attempt without being read
-into memory.
+HTTP dispatches are signed (``X-Job-Signature``, scheme v2, purpose ``dispatch``: see
+:mod:`jobfn.protocol`) when the worker has a secret. In-process calls are not: nothing crosses
+a network, and the worker vouches for them through :data:`jobfn.asgi.in_process_caller` (a
+context variable no request can set), which also lets the function call back to this worker's
+callback URL. Both transports read at most ``max_reply_bytes`` of the reply (counted after
+decompression): a larger reply fails the attempt without being read into memory.
 """
 
 from __future__ import annotations
@@ -27,8 +29,7 @@ import aiohttp
 from yarl import URL
 
 from jobfn import protocol
-from jobfn.asgi import post_scope
-from jobfn.callback import trusted_callback_urls
+from jobfn.asgi import InProcessCaller, in_process_caller, post_scope
 from jobservice import outcome
 from jobservice.job import Job
 from jobservice.outcome import Outcome
@@ -73,8 +74,11 @@ class Dispatcher:
         self._urls: dict[str, URL] = {}
         self._timeouts: dict[str, aiohttp.ClientTimeout] = {}
         self._asgi_fixed: list[tuple[bytes, bytes]] | None = None
-        self._own_callback = frozenset({protocol.callback_endpoint(callback_url)})
-        """An in-process function may call back here even without a secret of its own."""
+        self._in_process = InProcessCaller(
+            frozenset({protocol.callback_endpoint(callback_url)}), vouched=True
+        )
+        """In-process calls come from this worker: unsigned, and the function may call back
+        here even without a secret of its own."""
 
     async def start(self) -> None:
         """Open the HTTP connection pool (keep-alive, sized to the concurrency)."""
@@ -143,7 +147,8 @@ class Dispatcher:
         return pairs
 
     def asgi_headers(self, job: Job) -> list[tuple[bytes, bytes]]:
-        """:meth:`header_pairs` as ASGI headers (lower-case byte names), built directly."""
+        """:meth:`header_pairs` as ASGI headers (lower-case byte names), built directly,
+        without the signature (an in-process call does not cross a network)."""
         fixed = self._asgi_fixed
         if fixed is None:
             fixed = self._asgi_fixed = [
@@ -152,13 +157,11 @@ class Dispatcher:
                 (b"x-callback-url", self.callback_url.encode()),
                 (b"x-job-completion", protocol.COMPLETION_REPLY.encode()),
             ]
-        job_id = str(job.id)
-        attempt = str(job.attempts)
         headers = [
             *fixed,
-            (b"x-job-id", job_id.encode()),
+            (b"x-job-id", str(job.id).encode()),
             (b"x-task-identifier", job.task.encode()),
-            (b"x-job-attempt", attempt.encode()),
+            (b"x-job-attempt", str(job.attempts).encode()),
             (b"x-job-max-attempts", str(job.max_attempts).encode()),
             (b"traceparent", traceparent().encode()),
             (b"content-length", str(len(job.payload)).encode()),
@@ -167,9 +170,7 @@ class Dispatcher:
             headers.append((b"x-database-id", job.database_id.encode()))
         if job.actor_id is not None:
             headers.append((b"x-actor-id", job.actor_id.encode()))
-        signature = self.signature(job, job_id, attempt)
-        if signature is not None:
-            headers.append((b"x-job-signature", signature.encode()))
+        # No X-Job-Signature: the call does not leave the process (jobfn.asgi.InProcessCaller).
         return headers
 
     # -- HTTP ----------------------------------------------------------------------------
@@ -223,7 +224,7 @@ class Dispatcher:
         assert task is not None
         timer = asyncio.get_running_loop().call_later(seconds, call.expire, task)
         call.timer = timer
-        trusted = trusted_callback_urls.set(self._own_callback)
+        caller = in_process_caller.set(self._in_process)
         try:
             await app(scope, call.receive, call.send)
         except asyncio.CancelledError:
@@ -236,7 +237,7 @@ class Dispatcher:
             call.report(outcome.failure(f"in-process function {target} raised {detail}"))
         finally:
             timer.cancel()
-            trusted_callback_urls.reset(trusted)
+            in_process_caller.reset(caller)
         call.report(outcome.failure(f"in-process function {target} returned without a reply"))
 
 
