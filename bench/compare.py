@@ -82,7 +82,7 @@ def drain(peer: Peer, conninfo: str, conn: Conn, n: int, count: int) -> DrainFig
 
 
 def latency(
-    peer: Peer, conninfo: str, conn: Conn, n: int, stamp_file: Path, warm_up: int = WARM_UP
+    peer: Peer, conninfo: str, conn: Conn, n: int, stamp_file: Path, *, warm_up: int = WARM_UP
 ) -> list[float]:
     """``n`` samples (after ``warm_up`` more) of enqueue → handler start, in milliseconds."""
     peer.clear(conn)
@@ -163,7 +163,7 @@ def measure_peer(peer: Peer, admin: str, args: argparse.Namespace) -> PeerFigure
             if samples:
                 stamp_file = ROOT / ".cache" / f"bench-stamps-{os.getpid()}-{peer.name}.txt"
                 warm_up = WARM_UP if peer.wakes_on_notify else 2
-                figures.latency_ms = latency(peer, ci, conn, samples, stamp_file, warm_up)
+                figures.latency_ms = latency(peer, ci, conn, samples, stamp_file, warm_up=warm_up)
                 say(
                     f"latency: p50 {percentile(figures.latency_ms, 0.5):.2f} ms, "
                     f"p99 {percentile(figures.latency_ms, 0.99):.2f} ms ({samples} samples)"
@@ -320,6 +320,12 @@ def parser() -> argparse.ArgumentParser:
         type=_ints,
         default=[10_000, 100_000, 1_000_000],
         help="drain sizes, jobs queued (default 10000,100000,1000000)",
+    )
+    p.add_argument(
+        "--large-peers",
+        type=_peers,
+        default=_peers("ours,graphile"),
+        help=f"the peers that also drain sizes above {LARGE:,} (default ours,graphile)",
     )
     p.add_argument(
         "--processes",

@@ -61,9 +61,12 @@ def drain_window(samples: Sequence[Sample], total: int) -> Window:
     seconds = t10 - t90
     if seconds <= 0:
         raise ValueError("the drain was faster than the poller: use more jobs")
-    done = samples[i90].pending - samples[i10].pending
-    server = samples[i10].server_cpu - samples[i90].server_cpu
-    worker = samples[i10].worker_cpu - samples[i90].worker_cpu
+    # CPU: from the last sample above the 90 % level to the first at or below the 10 % level.
+    first = samples[max(0, i90 - 1)]
+    last = samples[i10]
+    done = first.pending - last.pending
+    server = last.server_cpu - first.server_cpu
+    worker = last.worker_cpu - first.worker_cpu
     per_job = 1e6 / done if done > 0 else float("nan")
     return Window(0.8 * total / seconds, server * per_job, worker * per_job)
 

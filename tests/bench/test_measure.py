@@ -24,12 +24,15 @@ def test_crossings_are_interpolated_between_samples() -> None:
 def test_cpu_per_job_comes_from_the_same_window() -> None:
     samples = [
         Sample(at=0.0, pending=100, server_cpu=0.0, worker_cpu=0.0),
-        Sample(at=1.0, pending=90, server_cpu=1.0, worker_cpu=2.0),
-        Sample(at=2.0, pending=10, server_cpu=1.008, worker_cpu=2.016),
+        Sample(at=1.0, pending=91, server_cpu=1.0, worker_cpu=2.0),
+        Sample(at=1.5, pending=50, server_cpu=1.004, worker_cpu=2.008),
+        Sample(at=2.0, pending=11, server_cpu=1.008, worker_cpu=2.016),
+        Sample(at=2.1, pending=1, server_cpu=1.009, worker_cpu=2.018),
     ]
     window = drain_window(samples, 100)
-    assert window.server_us_per_job == pytest.approx(100.0)
-    assert window.worker_us_per_job == pytest.approx(200.0)
+    # From the last sample above 90 left (91) to the first at or below 10 left (1).
+    assert window.server_us_per_job == pytest.approx(9_000 / 90)
+    assert window.worker_us_per_job == pytest.approx(18_000 / 90)
 
 
 def test_a_queue_that_never_drained_is_an_error_not_a_rate() -> None:

@@ -632,6 +632,13 @@ def judge(
     def killed_between(worker: str, a: float, b: float) -> bool:
         return any(a <= t <= b for t in kills.get(worker, ()))
 
+    # What the workers said about failed attempts: (job, attempt) → message.
+    attempt_failed: dict[tuple[int, int], str] = {}
+    for entry in logs:
+        if entry.get("action") == "job_attempt_failed":
+            key = (int(entry.get("job_id", 0)), int(entry.get("attempt", 0)))
+            attempt_failed[key] = str(entry.get("message"))
+
     by_job: dict[int, list[Delivery]] = defaultdict(list)
     for d in deliveries:
         by_job[d.job_id].append(d)
@@ -642,7 +649,7 @@ def judge(
             end = first.end if first.end is not None else float("inf")
             if second.start < end and not killed_between(first.worker, first.start, second.start):
                 v.overlaps.append((job_id, first.worker, second.worker))
-            cause = _cause(first, second, killed_between)
+            cause = _cause(first, second, killed_between, attempt_failed)
             v.redeliveries[cause] += 1
             if cause.startswith("UNEXPLAINED"):
                 said = [
@@ -683,7 +690,12 @@ def judge(
     return v
 
 
-def _cause(first: Delivery, second: Delivery, killed_between: Any) -> str:
+def _cause(
+    first: Delivery,
+    second: Delivery,
+    killed_between: Any,
+    attempt_failed: dict[tuple[int, int], str],
+) -> str:
     if first.result == "500":
         return "retry after HTTP 500"
     if first.result == "hung":
@@ -694,6 +706,10 @@ def _cause(first: Delivery, second: Delivery, killed_between: Any) -> str:
         return "after SIGKILL of its worker"
     if first.result == "stopped":
         return "retry after the function server stopped"
+    said = attempt_failed.get((first.job_id, first.attempt))
+    if said is not None:
+        kind = "timeout" if "timed out" in said else "error"
+        return f"retry after a failed attempt the worker logged ({kind})"
     if first.result == "disconnected":
         return "retry after the worker's timeout"
     if first.result == "202" and first.callback != "200":
