@@ -6,8 +6,10 @@ through the same scenarios, one peer after the other:
 - **drain**: ``N`` no-op jobs enqueued (batched), ``VACUUM (ANALYZE)``, then the workers are
   started while an outside poller counts the pending rows (every 20 ms, or ten times the count's
   own duration when that is longer); rate = 80 % of the jobs over the time from 90 % left to
-  10 % left. The same window gives the PostgreSQL CPU per job (the database's server
-  processes) and the workers' CPU per job; peak memory is the largest worker ``VmHWM``.
+  10 % left (with several processes: from when the last one is ready, if that is later, so
+  each rate is measured with all of them running). The same window gives the PostgreSQL CPU
+  per job (the database's server processes) and the workers' CPU per job; peak memory is the
+  largest worker ``VmHWM``.
 - **processes**: the same drain with 1, 2, 4 worker processes;
 - **enqueue**: jobs/s through the peer's batch call (1,000 jobs per call) and one job per
   transaction;
@@ -74,10 +76,11 @@ def drain(peer: Peer, conninfo: str, conn: Conn, n: int, count: int) -> DrainFig
     pids: list[int] = []
     poller = Poller(conninfo, QUERIES[peer.pending], QUERIES["backend_pids"], lambda: pids)
     with poller, peer.workers(conninfo, count) as workers:
+        ready = time.monotonic()
         pids.extend(process.popen.pid for process in workers)
         poller.wait_empty(_wait_limit(n))
         peak = max(process.peak_memory_mb() for process in workers)
-    window = drain_window(poller.samples, n)
+    window = drain_window(poller.samples, n, not_before=ready if count > 1 else None)
     return DrainFigure(window.rate, window.server_us_per_job, window.worker_us_per_job, peak)
 
 

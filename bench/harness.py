@@ -14,8 +14,8 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import AbstractContextManager, ExitStack, contextmanager
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -121,6 +121,57 @@ class Process:
                 self.popen.wait()
 
 
+@dataclass(frozen=True)
+class Launch:
+    """How to start one process and when it is ready.
+
+    Ready means: ``ready_url`` answers 2xx, or (without a URL) the process prints a line
+    containing ``BENCH_READY`` on its standard output.
+    """
+
+    argv: list[str]
+    env: Mapping[str, str]
+    ready_url: str | None = None
+    cwd: Path | None = None
+
+    def spawn(self) -> Process:
+        """Start the process (``env`` added to this one's environment)."""
+        popen = subprocess.Popen(
+            self.argv,
+            env={**os.environ, **self.env},
+            cwd=self.cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL if self.ready_url else subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
+        return Process(popen)
+
+    def wait_ready(self, process: Process) -> None:
+        """Return once ``process`` is ready; raise if it exits or takes too long."""
+        if self.ready_url is not None:
+            wait_http_ok(self.ready_url, process.popen)
+        else:
+            wait_ready_line(process.popen)
+
+
+@contextmanager
+def started_all(launches: Sequence[Launch]) -> Iterator[list[Process]]:
+    """Start every process at once, wait until all are ready, stop them all at the end."""
+    spawned: list[Process] = []
+    try:
+        for launch in launches:
+            spawned.append(launch.spawn())
+        for launch, process in zip(launches, spawned, strict=True):
+            launch.wait_ready(process)
+        yield spawned
+    finally:
+        for process in spawned:
+            if process.popen.poll() is None:
+                process.popen.send_signal(signal.SIGTERM)
+        for process in spawned:
+            process.stop()
+
+
 @contextmanager
 def started(
     argv: list[str],
@@ -129,28 +180,9 @@ def started(
     *,
     cwd: Path | None = None,
 ) -> Iterator[Process]:
-    """Run ``argv`` with ``env`` added, wait until it is ready, stop it at the end.
-
-    Ready means: ``ready_url`` answers 2xx, or (without a URL) the process prints a line
-    containing ``BENCH_READY`` on its standard output.
-    """
-    popen = subprocess.Popen(
-        argv,
-        env={**os.environ, **env},
-        cwd=cwd,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL if ready_url else subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-    )
-    process = Process(popen)
-    try:
-        if ready_url is not None:
-            wait_http_ok(ready_url, popen)
-        else:
-            wait_ready_line(popen)
+    """Run ``argv`` with ``env`` added, wait until it is ready, stop it at the end."""
+    with started_all([Launch(argv, env, ready_url, cwd)]) as (process,):
         yield process
-    finally:
-        process.stop()
 
 
 def wait_ready_line(process: subprocess.Popen[bytes], within: float = 60.0) -> None:
@@ -170,25 +202,15 @@ def wait_ready_line(process: subprocess.Popen[bytes], within: float = 60.0) -> N
         raise RuntimeError(f"{process.args!r} did not get ready (exit code {process.poll()})")
 
 
-@contextmanager
-def processes(
-    count: int, start: Callable[[int], AbstractContextManager[Process]]
-) -> Iterator[list[Process]]:
-    """``count`` processes from ``start(index)``, all stopped at the end."""
-    with ExitStack() as stack:
-        yield [stack.enter_context(start(index)) for index in range(count)]
-
-
-@contextmanager
-def worker(
+def worker_launch(
     conninfo: str,
     *,
     concurrency: int,
     inprocess: Mapping[str, str] | None = None,
     routes: Mapping[str, str] | None = None,
     extra: Mapping[str, str] | None = None,
-) -> Iterator[Process]:
-    """A ``jobs worker`` process (worker and callback server, no scheduler)."""
+) -> Launch:
+    """A ``jobs worker`` process (worker and callback server, no scheduler) to start."""
     port = free_port()
     env = {
         "DATABASE_URL": conninfo,
@@ -204,9 +226,23 @@ def worker(
         "JOBS_SIGNING_SECRET": SIGNING_SECRET,
         **(extra or {}),
     }
-    with started(
-        [str(BIN / "jobs"), "worker"], env, f"http://127.0.0.1:{port}/health/readiness"
-    ) as process:
+    return Launch([str(BIN / "jobs"), "worker"], env, f"http://127.0.0.1:{port}/health/readiness")
+
+
+@contextmanager
+def worker(
+    conninfo: str,
+    *,
+    concurrency: int,
+    inprocess: Mapping[str, str] | None = None,
+    routes: Mapping[str, str] | None = None,
+    extra: Mapping[str, str] | None = None,
+) -> Iterator[Process]:
+    """A running ``jobs worker`` process (see :func:`worker_launch`)."""
+    launch = worker_launch(
+        conninfo, concurrency=concurrency, inprocess=inprocess, routes=routes, extra=extra
+    )
+    with started_all([launch]) as (process,):
         yield process
 
 

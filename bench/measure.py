@@ -52,12 +52,40 @@ def crossing(samples: Sequence[Sample], level: float) -> tuple[float, int]:
     raise ValueError(f"pending rows never fell to {level:.0f}")
 
 
-def drain_window(samples: Sequence[Sample], total: int) -> Window:
-    """The rate (and CPU per job) of a drain of ``total`` jobs from its samples."""
+def pending_at(samples: Sequence[Sample], at: float) -> tuple[float, int]:
+    """``(pending, index)``: pending rows at time ``at``, interpolated; ``index`` is the first
+    sample at or after ``at``."""
+    for index, sample in enumerate(samples):
+        if sample.at >= at:
+            if index == 0:
+                return float(sample.pending), 0
+            before = samples[index - 1]
+            share = (at - before.at) / (sample.at - before.at)
+            return before.pending + share * (sample.pending - before.pending), index
+    return float(samples[-1].pending), len(samples) - 1
+
+
+def drain_window(samples: Sequence[Sample], total: int, not_before: float | None = None) -> Window:
+    """The rate (and CPU per job) of a drain of ``total`` jobs from its samples.
+
+    ``not_before``: when the last worker process was ready. When that is after the 90 % mark
+    (several processes starting while the first already drains), the window starts there
+    instead, so that every rate is measured with all the workers running.
+    """
     if total < 10:
         raise ValueError(f"a drain needs at least 10 jobs to measure, got {total}")
     t90, i90 = crossing(samples, 0.9 * total)
     t10, i10 = crossing(samples, 0.1 * total)
+    jobs = 0.8 * total
+    if not_before is not None and not_before > t90:
+        left, i90 = pending_at(samples, not_before)
+        t90 = not_before
+        jobs = left - 0.1 * total
+        if jobs < 0.2 * total:
+            raise ValueError(
+                "the workers drained most of the queue while the last one was starting: "
+                "use more jobs"
+            )
     seconds = t10 - t90
     if seconds <= 0:
         raise ValueError("the drain was faster than the poller: use more jobs")
@@ -68,7 +96,7 @@ def drain_window(samples: Sequence[Sample], total: int) -> Window:
     server = last.server_cpu - first.server_cpu
     worker = last.worker_cpu - first.worker_cpu
     per_job = 1e6 / done if done > 0 else float("nan")
-    return Window(0.8 * total / seconds, server * per_job, worker * per_job)
+    return Window(jobs / seconds, server * per_job, worker * per_job)
 
 
 def percentile(samples: Sequence[float], fraction: float) -> float:

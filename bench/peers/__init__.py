@@ -28,12 +28,12 @@ from psycopg.conninfo import conninfo_to_dict
 from bench.harness import (
     QUERIES,
     ROOT,
+    Launch,
     Process,
     execute,
     function_server,
-    processes,
-    started,
-    worker,
+    started_all,
+    worker_launch,
 )
 from bench.peers import npm
 from bench.peers.pgqueuer_peer import connect as pgqueuer_connect
@@ -140,12 +140,11 @@ class Ours(Peer):
         if stamp_file is not None:
             env["BENCH_STAMP_FILE"] = str(stamp_file)
         inprocess = {"noop": "bench.noop:noop", "stamp": "bench.noop:stamp"}
-        with processes(
-            count,
-            lambda _: worker(
-                conninfo, concurrency=self.concurrency, inprocess=inprocess, extra=env
-            ),
-        ) as started_workers:
+        launches = [
+            worker_launch(conninfo, concurrency=self.concurrency, inprocess=inprocess, extra=env)
+            for _ in range(count)
+        ]
+        with started_all(launches) as started_workers:
             yield started_workers
 
 
@@ -165,14 +164,16 @@ class OursHttp(Ours):
         with (
             function_server("bench.noop:noop", env) as noop_url,
             function_server("bench.noop:stamp", env) as stamp_url,
-            processes(
-                count,
-                lambda _: worker(
-                    conninfo,
-                    concurrency=self.concurrency,
-                    routes={"noop": noop_url, "stamp": stamp_url},
-                    extra=env,
-                ),
+            started_all(
+                [
+                    worker_launch(
+                        conninfo,
+                        concurrency=self.concurrency,
+                        routes={"noop": noop_url, "stamp": stamp_url},
+                        extra=env,
+                    )
+                    for _ in range(count)
+                ]
             ) as started_workers,
         ):
             yield started_workers
@@ -199,12 +200,10 @@ class Graphile(Peer):
         if done.returncode != 0:
             raise RuntimeError(f"graphile-worker's migration failed: {done.stderr[-2000:]}")
 
-    def _run(
-        self, conninfo: str, mode: str, env: dict[str, str]
-    ) -> AbstractContextManager[Process]:
+    def _launch(self, conninfo: str, env: dict[str, str]) -> Launch:
         install = npm.install_graphile()
-        return started(
-            [str(install.node), str(install.script), mode],
+        return Launch(
+            [str(install.node), str(install.script), "worker"],
             {"DATABASE_URL": url(conninfo), **env},
             cwd=install.folder,
         )
@@ -229,7 +228,7 @@ class Graphile(Peer):
         env = {"BENCH_CONCURRENCY": str(self.concurrency)}
         if stamp_file is not None:
             env["BENCH_STAMP_FILE"] = str(stamp_file)
-        return processes(count, lambda _: self._run(conninfo, "worker", env))
+        return started_all([self._launch(conninfo, env) for _ in range(count)])
 
 
 class PgQueuer(Peer):
@@ -270,7 +269,7 @@ class PgQueuer(Peer):
         if stamp_file is not None:
             env["BENCH_STAMP_FILE"] = str(stamp_file)
         argv = [sys.executable, "-m", "bench.peers.pgqueuer_peer", "worker"]
-        return processes(count, lambda _: started(argv, env, cwd=ROOT))
+        return started_all([Launch(argv, env, cwd=ROOT) for _ in range(count)])
 
 
 PEERS: dict[str, type[Peer]] = {peer.name: peer for peer in (Ours, OursHttp, Graphile, PgQueuer)}

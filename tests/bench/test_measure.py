@@ -51,3 +51,16 @@ def test_percentiles_and_poll_interval() -> None:
     assert percentile([float(n) for n in range(1, 101)], 0.99) == 99.0
     assert poll_interval(0.001) == 0.020
     assert poll_interval(0.01) == pytest.approx(0.1)
+
+
+def test_with_several_workers_the_window_starts_when_the_last_is_ready() -> None:
+    # 1,000 jobs: 100 per 0.1 s from t=0; the last worker is ready at t=0.25 (750 left).
+    samples = [Sample(at=k / 10, pending=1000 - 100 * k) for k in range(11)]
+    window = drain_window(samples, 1000, not_before=0.25)
+    assert window.rate == pytest.approx((750 - 100) / (0.9 - 0.25))
+
+
+def test_a_drain_mostly_over_before_the_last_worker_started_is_refused() -> None:
+    samples = [Sample(at=k / 10, pending=1000 - 100 * k) for k in range(11)]
+    with pytest.raises(ValueError, match="use more jobs"):
+        drain_window(samples, 1000, not_before=0.75)

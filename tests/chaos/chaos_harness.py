@@ -635,9 +635,10 @@ def judge(
     # What the workers said about failed attempts: (job, attempt) → message.
     attempt_failed: dict[tuple[int, int], str] = {}
     for entry in logs:
-        if entry.get("action") == "job_attempt_failed":
+        action = entry.get("action")
+        if action in ("job_attempt_failed", "job_unreachable"):
             key = (int(entry.get("job_id", 0)), int(entry.get("attempt", 0)))
-            attempt_failed[key] = str(entry.get("message"))
+            attempt_failed[key] = f"{action}: {entry.get('message')}"
 
     by_job: dict[int, list[Delivery]] = defaultdict(list)
     for d in deliveries:
@@ -708,7 +709,13 @@ def _cause(
         return "retry after the function server stopped"
     said = attempt_failed.get((first.job_id, first.attempt))
     if said is not None:
-        kind = "timeout" if "timed out" in said else "error"
+        kind = (
+            "timeout"
+            if "timed out" in said
+            else "unreachable"
+            if said.startswith("job_unreachable")
+            else "error"
+        )
         return f"retry after a failed attempt the worker logged ({kind})"
     if first.result == "disconnected":
         return "retry after the worker's timeout"

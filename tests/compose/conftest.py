@@ -4,7 +4,8 @@
 Compose v2 when missing; the tests skip, with its reason, only where no engine can run),
 ``docker/base-images.sh`` (the public base images, or local stand-ins where no registry
 answers), builds the images and brings ``docker-compose.jobs.yml`` up under a project name of
-its own, with every published port moved to a free one, so a stack a person runs is untouched.
+its own (one per run), with every published port moved to a free one, so a stack a person
+runs, or another test run, is untouched.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.jobs.yml"
-PROJECT = "knative-jobs-test"
+# own project per run: concurrent runs (and a stack a person runs) never meet
+PROJECT = f"knative-jobs-test-{os.getpid()}"
 ENGINE_CANNOT_RUN = 3
 PORT_VARIABLES = (
     "POSTGRES_PORT",
