@@ -6,7 +6,7 @@ PYTHON ?= python3
 UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
 SYNC_STAMP := .venv/.synced
 
-.PHONY: up test test-compose lint typecheck check bench sync clean
+.PHONY: up test test-compose chaos-long lint typecheck check bench sync clean
 
 up: $(SYNC_STAMP)
 	$(UV) run --no-sync jobs-dev up
@@ -22,6 +22,10 @@ test: $(SYNC_STAMP)
 # every email job through the stack, `down -v`. Skips only where no engine can run.
 test-compose: $(SYNC_STAMP)
 	$(UV) run --no-sync pytest tests/compose
+
+# The long chaos run (10,000 jobs, about 4 minutes): the short form runs inside `make test`.
+chaos-long: $(SYNC_STAMP)
+	JOBS_CHAOS_LONG=1 $(UV) run --no-sync pytest tests/chaos/test_chaos.py -q -s
 
 lint: $(SYNC_STAMP)
 	$(UV) run --no-sync ruff check .
