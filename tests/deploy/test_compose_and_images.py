@@ -117,7 +117,8 @@ def test_services_start_in_order(compose: dict[str, Any]) -> None:
 
     assert stack["migrate"]["command"] == ["jobs", "migrate"]
     assert condition("migrate", "postgres") == "service_healthy"
-    assert stack["jobs"]["command"][-1].endswith("exec jobs worker")
+    assert stack["jobs"]["command"] == ["jobs", "worker"]
+    assert stack["jobs"]["environment"]["JOBS_API_TOKEN_FILE"] == "/secrets/api-token"
     assert condition("jobs", "migrate") == "service_completed_successfully"
     assert condition("jobs", "simple-email") == "service_healthy"
     assert condition("jobs", "send-verification-link") == "service_healthy"

@@ -160,7 +160,9 @@ def start_service(conninfo: str, **extra: str) -> Server:
         process.kill()
         process.communicate(timeout=10)
         raise
-    return Server(url, env.get("JOBS_API_TOKEN"), process)
+    token_file = env.get("JOBS_API_TOKEN_FILE")
+    token = Path(token_file).read_text().strip() if token_file else env.get("JOBS_API_TOKEN")
+    return Server(url, token, process)
 
 
 def stop_service(server: Server) -> None:
@@ -173,7 +175,7 @@ def stop_service(server: Server) -> None:
         server.process.communicate(timeout=10)
 
 
-TOKEN = "ops-test-token-0123456789"
+TOKEN = "ops-test-token-0123456789abcdefghijk"
 
 
 @pytest.fixture

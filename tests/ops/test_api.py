@@ -19,7 +19,7 @@ import aiohttp
 import pytest
 
 JOBS = str(Path(sys.executable).parent / "jobs")
-TOKEN = "ops-test-token-0123456789"
+TOKEN = "ops-test-token-0123456789abcdefghijk"
 Event = tuple[str, dict[str, Any]]
 
 
@@ -113,6 +113,8 @@ async def test_read_add_cancel_and_retry_jobs(server: Any, sql: Any) -> None:
         ({"task": "t", "in": "later"}, "in: expected a duration like 90s"),
         ({"task": "t", "database_id": "x"}, "database_id: expected a UUID"),
         ({"task": "t", "colour": "red"}, "colour: unknown field"),
+        ({"task": "t", "priority": 2**40}, "priority: expected an integer from -2147483648"),
+        ({"task": "t", "max_attempts": 2**31}, "max_attempts: expected an integer from"),
     ],
 )
 async def test_bad_requests_name_the_field(
@@ -164,7 +166,8 @@ async def test_events_push_status_and_progress_as_they_happen(server: Any, sql: 
 
 async def test_a_token_is_required_off_loopback(token_server: Any, sql: Any) -> None:
     job_id = sql.add("report")
-    async with aiohttp.ClientSession(token_server.url) as http:
+    jar = aiohttp.CookieJar(unsafe=True)  # keep cookies of an IP-address host
+    async with aiohttp.ClientSession(token_server.url, cookie_jar=jar) as http:
         async with http.get("/api/jobs") as answer:
             assert answer.status == 401
         wrong = {"Authorization": "Bearer not-the-token-at-all"}
@@ -190,9 +193,10 @@ async def test_a_token_is_required_off_loopback(token_server: Any, sql: Any) -> 
             cookie = answer.cookies["jobs_api_token"]
             assert cookie["httponly"]
             assert cookie["samesite"] == "Strict"
-        async with http.get("/dashboard") as answer:
+        async with http.get("/dashboard", allow_redirects=False) as answer:
             assert answer.status == 200
             assert "Content-Security-Policy" in answer.headers
+            assert "Sign out" in await answer.text()
         async with http.get("/health/readiness") as answer:
             assert answer.status == 200
 
@@ -219,7 +223,7 @@ def test_the_service_refuses_to_expose_the_api_without_a_token(db_conninfo: str)
     )
     assert result.returncode == 2
     [line] = result.stderr.strip().splitlines()
-    assert line.startswith("jobs worker: JOBS_API_TOKEN: expected a token of at least 16")
+    assert line.startswith("jobs worker: JOBS_API_TOKEN: expected a token of at least 32")
     assert "0.0.0.0" in line
 
 

@@ -169,6 +169,23 @@ def test_status_pretty_prints_payload_and_result(jobs_cli: Cli, sql: Any) -> Non
     assert 'result:\n{\n  "pages": 10\n}' in shown.stdout
 
 
+def test_status_prints_a_long_error_whole_when_piped(jobs_cli: Cli, sql: Any) -> None:
+    error = (
+        "Missing required field: user_id_or_email (the payload names neither a user id nor an "
+        "email address; the verification link cannot be addressed to anyone)"
+    )
+    job_id = sql.add("send-verification-link")
+    sql.claim()
+    sql.fail(job_id, error + "\n  at payload.user")
+    shown = jobs_cli("status", str(job_id))
+    assert shown.returncode == 0, shown.stderr
+    [line] = [x for x in shown.stdout.splitlines() if x.startswith("last_error")]
+    assert line.endswith(error)
+    assert "at payload.user" in shown.stdout
+    assert "..." not in shown.stdout
+    assert jobs_json(jobs_cli, "status", str(job_id))["last_error"] == error + "\n  at payload.user"
+
+
 def test_retry_and_cancel_say_what_happened_to_each_id(jobs_cli: Cli, sql: Any) -> None:
     first, second, third = sql.add("a"), sql.add("a"), sql.add("b")
     sql.claim()

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
 INSTALL = Path(__file__).with_name("install_chromium.sh")
 SHOTS = ROOT / ".cache" / "screenshots"
-TOKEN = "ops-test-token-0123456789"
+TOKEN = "ops-test-token-0123456789abcdefghijk"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 WAIT_MS = 15_000
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -88,16 +89,67 @@ def test_access_rules() -> None:
     assert apiauth.same_origin("http://h:1", "h:1")
     assert not apiauth.same_origin("null", "h:1")
     assert not apiauth.same_origin("http://evil:1", "h:1")
+    # a browser that says where the request comes from (Fetch Metadata) is believed
+    assert apiauth.same_origin(None, "h:1", "same-origin")
+    assert apiauth.same_origin(None, "h:1", "none")
+    assert not apiauth.same_origin(None, "h:1", "cross-site")
+    assert not apiauth.same_origin("http://h:1", "h:1", "same-site")
 
 
 def test_the_service_settings_are_checked() -> None:
     apiauth.check_settings(Settings(callback_bind="127.0.0.1"))
-    apiauth.check_settings(Settings(callback_bind="0.0.0.0", api_token="x" * 16))
+    apiauth.check_settings(Settings(callback_bind="0.0.0.0", api_token="x" * 32))
     apiauth.check_settings(Settings(callback_bind="0.0.0.0", callback_server_enabled=False))
     with pytest.raises(ConfigError, match=r"^JOBS_API_TOKEN: expected a token"):
         apiauth.check_settings(Settings(callback_bind="0.0.0.0"))
-    with pytest.raises(ConfigError, match=r"^JOBS_API_TOKEN: expected at least 16 characters"):
+    with pytest.raises(ConfigError, match=r"^JOBS_API_TOKEN: expected a random secret of at le"):
         apiauth.check_settings(Settings(callback_bind="127.0.0.1", api_token="short"))
+    placeholder = "change-me-to-a-long-random-token-0123456789"
+    with pytest.raises(ConfigError, match=r"^JOBS_API_TOKEN: .*placeholder") as info:
+        apiauth.check_settings(Settings(callback_bind="127.0.0.1", api_token=placeholder))
+    assert placeholder not in str(info.value)
+
+
+SERVICE_ENV = {"HOSTNAME": "pod-1", "JOBS_INSECURE_CALLBACKS": "true"}
+
+
+def test_the_api_token_can_come_from_a_file(tmp_path: Path) -> None:
+    token = "file-token-" + "t" * 40
+    (tmp_path / "api-token").write_text(token + "\n")
+    settings = load_settings({**SERVICE_ENV, "JOBS_API_TOKEN_FILE": str(tmp_path / "api-token")})
+    assert settings.api_token == token
+    assert load_settings(SERVICE_ENV).api_token is None
+
+
+@pytest.mark.parametrize(
+    ("env", "start"),
+    [
+        # the placeholder deploy/secrets.yaml ships: long enough, still refused
+        ({"JOBS_API_TOKEN": "change-me-to-a-long-random-token"}, "JOBS_API_TOKEN: expected a "),
+        ({"JOBS_API_TOKEN": "Change-Me-" + "x" * 40}, "JOBS_API_TOKEN: expected a "),
+        ({"JOBS_API_TOKEN": "short-token-16ch"}, "JOBS_API_TOKEN: expected a random secret"),
+        ({"JOBS_API_TOKEN_FILE": "/nonexistent/api-token"}, "JOBS_API_TOKEN_FILE: expected a "),
+        ({"JOBS_API_TOKEN_FILE": "{placeholder}"}, "JOBS_API_TOKEN_FILE: expected a "),
+        ({"JOBS_API_TOKEN_FILE": "{empty}"}, "JOBS_API_TOKEN_FILE: expected a file"),
+        (
+            {"JOBS_API_TOKEN_FILE": "{placeholder}", "JOBS_API_TOKEN": "y" * 40},
+            "JOBS_API_TOKEN: expected either JOBS_API_TOKEN or JOBS_API_TOKEN_FILE",
+        ),
+    ],
+)
+def test_unusable_api_tokens_are_refused_in_one_line(
+    tmp_path: Path, env: dict[str, str], start: str
+) -> None:
+    (tmp_path / "placeholder").write_text("change-me-to-a-long-random-token\n")
+    (tmp_path / "empty").write_text("\n")
+    files = {"{placeholder}": str(tmp_path / "placeholder"), "{empty}": str(tmp_path / "empty")}
+    env = {k: files.get(v, v) for k, v in env.items()}
+    with pytest.raises(ConfigError) as info:
+        load_settings({**SERVICE_ENV, **env})
+    text = str(info.value)
+    assert text.startswith(start)
+    assert "\n" not in text
+    assert "change-me-to" not in text
 
 
 def test_notification_payloads_and_messages() -> None:

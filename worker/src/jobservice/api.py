@@ -27,12 +27,17 @@ from psycopg.types.json import Json
 from psycopg_pool import AsyncConnectionPool
 
 from jobservice import apiauth, inputs
-from jobservice.events import EventHub, message
+from jobservice.events import EventHub, Subscriber, message
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 REFUSED = (psycopg.errors.DataError, psycopg.errors.IntegrityError, psycopg.errors.RaiseException)
 """Database errors that mean "this input is not acceptable" (answered 400)."""
 KEEPALIVE = 15.0
+"""Seconds between SSE comments that keep idle proxies from closing a quiet stream."""
+GONE_CHECK = 1.0
+"""Seconds between checks that an SSE client is still connected (aiohttp does not cancel the
+handler of a request whose client went away, so a quiet stream must look for itself)."""
+MAX_JOB_ID = 2**63 - 1
 MAX_BODY_FIELDS = ("task", "payload", "run_at", "in", "priority", "key", "queue")
 
 
@@ -80,6 +85,8 @@ def job_request(body: object, default_database_id: str | None) -> dict[str, Any]
         value = body.get(name)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
             raise BadRequestError(f"{name}: expected an integer")
+        if value is not None and not -(2**31) <= value < 2**31:
+            raise BadRequestError(f"{name}: expected an integer from {-(2**31)} to {2**31 - 1}")
     if body.get("max_attempts") is not None and body["max_attempts"] < 1:
         raise BadRequestError("max_attempts: expected an integer ≥ 1")
     for name in ("key", "queue", "run_at", "in", "database_id"):
@@ -115,7 +122,7 @@ def list_filters(query: Mapping[str, str]) -> dict[str, Any]:
     numbers = {}
     for name, default, top in (("limit", 50, 500), ("offset", 0, 10**9)):
         raw = query.get(name, str(default))
-        if not raw.isdecimal() or not (name == "offset" or 1 <= int(raw) <= top):
+        if not raw.isdecimal() or not int(name == "limit") <= int(raw) <= top:
             low = int(name == "limit")
             raise BadRequestError(f"{name}: expected an integer from {low} to {top}")
         numbers[name] = int(raw)
@@ -170,15 +177,21 @@ class Api:
 
         async def guarded(request: web.Request) -> web.StreamResponse:
             if not self.allowed(request):
-                return error(401, "missing or wrong bearer token (JOBS_API_TOKEN)")
+                refused = error(401, "missing or wrong bearer token (JOBS_API_TOKEN)")
+                refused.headers["WWW-Authenticate"] = 'Bearer realm="jobs"'
+                return refused
             if request.method != "GET" and not apiauth.same_origin(
-                request.headers.get("Origin"), request.headers.get("Host")
+                request.headers.get("Origin"),
+                request.headers.get("Host"),
+                request.headers.get("Sec-Fetch-Site"),
             ):
                 return error(403, "cross-origin request refused")
             try:
                 return await handler(request)
             except BadRequestError as exc:
                 return error(400, str(exc))
+            except NoSuchJobError as exc:
+                return error(404, str(exc))
             except (psycopg.OperationalError, TimeoutError) as exc:
                 return error(503, f"database unavailable: {' '.join(str(exc).split())}")
             except REFUSED as exc:
@@ -211,7 +224,7 @@ class Api:
         return reply(await self.rows("list_jobs", list_filters(request.query)))
 
     async def get_job(self, request: web.Request) -> web.Response:
-        job_id = int(request.match_info["id"])
+        job_id = job_id_of(request)
         rows = await self.rows("job", {"id": job_id})
         return reply(rows[0]) if rows else error(404, f"job {job_id}: no such job")
 
@@ -255,15 +268,10 @@ class Api:
         return reply(job, 201)
 
     async def act(self, query: str, did: str, request: web.Request) -> web.Response:
-        job_id = int(request.match_info["id"])
+        job_id = job_id_of(request)
         params: dict[str, Any] = {"ids": [job_id], "message": "cancelled by an operator"}
         if query == "cancel_jobs" and request.can_read_body:
-            try:
-                body = await request.json()
-            except ValueError:
-                raise BadRequestError("body: expected JSON") from None
-            if isinstance(body, dict) and isinstance(body.get("message"), str):
-                params["message"] = body["message"]
+            params["message"] = cancel_message(await request.text(), params["message"])
         done = await self.rows(query, params)
         rows = await self.rows("job", {"id": job_id})
         if not rows:
@@ -275,20 +283,27 @@ class Api:
     # -- live events --------------------------------------------------------------------------
 
     async def all_events(self, request: web.Request) -> web.StreamResponse:
-        return await self.stream(request, None)
+        return await self.stream(request, self.hub.subscribe(None))
 
     async def job_events(self, request: web.Request) -> web.StreamResponse:
-        job_id = int(request.match_info["id"])
-        rows = await self.rows("jobs_by_ids", {"ids": [job_id]})
+        job_id = job_id_of(request)
+        # Subscribe before reading the job: a change while it is read is then sent, not lost.
+        sub = self.hub.subscribe(job_id)
+        try:
+            rows = await self.rows("jobs_by_ids", {"ids": [job_id]})
+        except BaseException:
+            self.hub.unsubscribe(sub)
+            raise
         if not rows:
+            self.hub.unsubscribe(sub)
             return error(404, f"job {job_id}: no such job")
-        return await self.stream(request, job_id, first=message("job", rows[0]))
+        return await self.stream(request, sub, first=message("job", rows[0]))
 
     async def stream(
-        self, request: web.Request, job_id: int | None, first: bytes | None = None
+        self, request: web.Request, sub: Subscriber, first: bytes | None = None
     ) -> web.StreamResponse:
-        """An SSE stream of the hub's messages for ``job_id`` (``None``: every job)."""
-        sub = self.hub.subscribe(job_id)
+        """An SSE stream of ``sub``'s messages; ``sub`` is unsubscribed when it ends."""
+        job_id = sub.job_id
         response = web.StreamResponse(
             headers={
                 "Content-Type": "text/event-stream",
@@ -301,18 +316,63 @@ class Api:
             await response.write(b"retry: 2000\n\n" + message("ready", {"job_id": job_id}))
             if first is not None:
                 await response.write(first)
-            while not sub.dropped:
+            loop = asyncio.get_running_loop()
+            quiet_since = loop.time()
+            while not sub.dropped and not client_gone(request):
                 try:
-                    data = await asyncio.wait_for(sub.queue.get(), KEEPALIVE)
+                    data = await asyncio.wait_for(sub.queue.get(), GONE_CHECK)
                 except TimeoutError:
+                    if loop.time() - quiet_since < KEEPALIVE:
+                        continue
                     data = b": keepalive\n\n"
                 if data and not sub.dropped:
                     await response.write(data)
+                    quiet_since = loop.time()
         except ConnectionResetError:
             pass
         finally:
             self.hub.unsubscribe(sub)
         return response
+
+
+def client_gone(request: web.Request) -> bool:
+    """Has the client of ``request`` closed its connection?"""
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+def job_id_of(request: web.Request) -> int:
+    """The ``{id}`` of the path; one past any bigint can name no job (answered 404)."""
+    job_id = int(request.match_info["id"])
+    if job_id > MAX_JOB_ID:
+        raise NoSuchJobError(job_id)
+    return job_id
+
+
+class NoSuchJobError(LookupError):
+    """The path names a job id that cannot exist (answered 404)."""
+
+    def __init__(self, job_id: int) -> None:
+        super().__init__(f"job {job_id}: no such job")
+
+
+def cancel_message(text: str, default: str) -> str:
+    """The ``message`` of a ``POST /api/jobs/{id}/cancel`` body (optional; ``default``)."""
+    if not text.strip():
+        return default
+    try:
+        body = json.loads(text)
+    except ValueError:
+        raise BadRequestError("body: expected JSON") from None
+    if not isinstance(body, dict):
+        raise BadRequestError("body: expected a JSON object")
+    unknown = sorted(set(body) - {"message"})
+    if unknown:
+        raise BadRequestError(f"{unknown[0]}: unknown field")
+    message = body.get("message", default)
+    if not isinstance(message, str) or not message.strip():
+        raise BadRequestError("message: expected a non-empty string")
+    return message
 
 
 def default_database_id(env: Mapping[str, str]) -> str | None:

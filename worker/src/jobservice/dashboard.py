@@ -49,6 +49,15 @@ def environment() -> jinja2.Environment:
     return env
 
 
+def same_origin(request: web.Request) -> bool:
+    """Does this POST come from the dashboard's own pages (see :func:`apiauth.same_origin`)?"""
+    return apiauth.same_origin(
+        request.headers.get("Origin"),
+        request.headers.get("Host"),
+        request.headers.get("Sec-Fetch-Site"),
+    )
+
+
 class Dashboard:
     """The dashboard's routes over an :class:`~jobservice.api.Api`."""
 
@@ -85,7 +94,7 @@ class Dashboard:
         return self.html("login.html", error=None)
 
     async def login(self, request: web.Request) -> web.StreamResponse:
-        if not apiauth.same_origin(request.headers.get("Origin"), request.headers.get("Host")):
+        if not same_origin(request):
             return web.Response(status=403, text="cross-origin request refused")
         form = await request.post()
         given = form.get("token")
@@ -106,6 +115,8 @@ class Dashboard:
         raise response
 
     async def logout(self, request: web.Request) -> web.StreamResponse:
+        if not same_origin(request):
+            return web.Response(status=403, text="cross-origin request refused")
         response = web.HTTPSeeOther("/dashboard/login")
         response.del_cookie(apiauth.COOKIE, path="/")
         raise response

@@ -55,8 +55,8 @@ def describe_seconds(value: float) -> str:
     return describe(timedelta(seconds=value))
 
 
-def cell(value: object, now: datetime) -> str:
-    """One table cell as text (times relative to ``now``, long text cut)."""
+def cell(value: object, now: datetime, *, limit: int | None = 60) -> str:
+    """One table cell as text (times relative to ``now``, text longer than ``limit`` cut)."""
     if value is None:
         return "-"
     if isinstance(value, datetime):
@@ -66,7 +66,7 @@ def cell(value: object, now: datetime) -> str:
     if isinstance(value, dict | list):
         value = json.dumps(value)
     text = str(value).replace("\n", " ")
-    return text if len(text) <= 60 else text[:57] + "..."
+    return text if limit is None or len(text) <= limit else text[: limit - 3] + "..."
 
 
 def plain_table(rows: Sequence[Sequence[str]], columns: Sequence[str]) -> str:
@@ -148,21 +148,26 @@ class Output:
             )
         self._console.print(table)
 
-    def format(self, column: str, value: object) -> str:
+    def format(self, column: str, value: object, *, limit: int | None = 60) -> str:
         """One cell; ``*_seconds`` and ``duration`` columns print as durations."""
         if isinstance(value, int | float) and (column.endswith("_seconds") or column == "duration"):
             return seconds(float(value))
         if column == "progress" and isinstance(value, int):
             return f"{value}%"
-        return cell(value, self.now)
+        return cell(value, self.now, limit=limit)
 
     def record(self, record: Mapping[str, Any], *, pretty: Sequence[str] = ()) -> None:
-        """``key  value`` lines; the ``pretty`` keys are printed as indented JSON below."""
+        """``key  value`` lines, every value whole (an error is never cut: scripts read it);
+        the ``pretty`` keys are printed as indented JSON below."""
         width = max(len(k) for k in record)
         for key, value in record.items():
             if key in pretty:
                 continue
-            text = self.format(key, value)
+            if isinstance(value, str) and "\n" in value:
+                indent = "\n" + " " * (width + 2)
+                text = indent.join(value.splitlines())
+            else:
+                text = self.format(key, value, limit=None)
             if isinstance(value, datetime):
                 text = f"{value.isoformat(timespec='seconds')} ({relative(value, self.now)})"
             style = STATUS_STYLE.get(str(value)) if key == "status" else None
