@@ -1,7 +1,8 @@
 """``python -m bench compare``: our worker beside its peers, in one run, with one method.
 
-Every peer (see :mod:`bench.peers`) gets a database of its own on the same server and goes
-through the same scenarios, one peer after the other:
+Every peer (see :mod:`bench.peers`) gets a database of its own on the same server; each
+scenario is run for every peer in turn before the next scenario (the machine's load drifts:
+this way it weighs on every peer alike):
 
 - **drain**: ``N`` no-op jobs enqueued (batched), ``VACUUM (ANALYZE)``, then the workers are
   started while an outside poller counts the pending rows (every 20 ms, or ten times the count's
@@ -26,6 +27,7 @@ import os
 import platform
 import time
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -132,53 +134,75 @@ def _wait_for_stamp(stamp_file: Path, count: int) -> int:
     return found[0]
 
 
-def measure_peer(peer: Peer, admin: str, args: argparse.Namespace) -> PeerFigures:
-    """Every selected scenario for one peer, in a database of its own."""
-    figures = PeerFigures()
-    say = _say(peer.name)
-    with database(admin, f"bench_{peer.name.replace('-', '_')}", ours=peer.uses_app_jobs) as ci:
-        peer.setup(ci)
-        with psycopg.connect(ci, autocommit=True) as conn:
-            sizes = [n for n in args.sizes if n <= LARGE or peer.name in args.large_peers]
-            runs = [(n, 1) for n in sizes] + [
-                (args.process_jobs, count) for count in args.processes if count != 1
-            ]
-            if args.processes and 1 in args.processes and args.process_jobs not in sizes:
-                runs.append((args.process_jobs, 1))
-            for n, count in runs:
-                got = drain(peer, ci, conn, n, count)
-                figures.drains[n, count] = got
-                say(
-                    f"drain {n:,} x{count}: {got.rate:,.0f} jobs/s, server {got.server_us:.0f}"
-                    f" us/job, worker {got.worker_us:.0f} us/job, peak {got.peak_mb:.0f} MB"
-                )
-            if args.enqueue and not peer.name.endswith("-http"):
-                peer.clear(conn)
-                figures.enqueue_batched = peer.enqueue(ci, conn, args.enqueue, BATCH)
-                peer.clear(conn)
-                figures.enqueue_single = peer.enqueue(ci, conn, args.single, 1)
-                peer.clear(conn)
-                say(
-                    f"enqueue: batched {figures.enqueue_batched:,.0f} jobs/s, "
-                    f"single {figures.enqueue_single:,.0f} jobs/s"
-                )
-            samples = args.latency if peer.wakes_on_notify else min(args.latency, SLOW_SAMPLES)
-            if samples:
-                stamp_file = ROOT / ".cache" / f"bench-stamps-{os.getpid()}-{peer.name}.txt"
-                warm_up = WARM_UP if peer.wakes_on_notify else 2
-                figures.latency_ms = latency(peer, ci, conn, samples, stamp_file, warm_up=warm_up)
-                say(
-                    f"latency: p50 {percentile(figures.latency_ms, 0.5):.2f} ms, "
-                    f"p99 {percentile(figures.latency_ms, 0.99):.2f} ms ({samples} samples)"
-                )
-    return figures
+@dataclass
+class Subject:
+    """One peer under test, with its database and a connection to it."""
+
+    peer: Peer
+    conninfo: str
+    conn: Conn
+    figures: PeerFigures = field(default_factory=PeerFigures)
+
+    def say(self, text: str) -> None:
+        """Print one measured figure as it comes."""
+        print(f"  [{time.strftime('%H:%M:%S')}] {self.peer.name}: {text}", flush=True)
 
 
-def _say(name: str) -> Callable[[str], None]:
-    def say(text: str) -> None:
-        print(f"  [{time.strftime('%H:%M:%S')}] {name}: {text}", flush=True)
+def drains_to_run(args: argparse.Namespace) -> list[tuple[int, int]]:
+    """``(jobs queued, worker processes)`` of every drain, in order."""
+    runs = [(n, 1) for n in args.sizes]
+    runs += [
+        (args.process_jobs, count)
+        for count in args.processes
+        if (args.process_jobs, count) not in runs
+    ]
+    return runs
 
-    return say
+
+def measure(subjects: Sequence[Subject], args: argparse.Namespace) -> None:
+    """Every scenario, each one for every peer in turn (so that the machine's load, which
+    drifts, weighs on all of them alike)."""
+    for n, count in drains_to_run(args):
+        for s in subjects:
+            if n > args.large_above and s.peer.name not in args.large_peers:
+                continue
+            try:
+                got = drain(s.peer, s.conninfo, s.conn, n, count)
+            except (RuntimeError, ValueError) as exc:  # one failed drain keeps the others
+                s.say(f"drain {n:,} x{count} FAILED: {exc}")
+                continue
+            s.figures.drains[n, count] = got
+            s.say(
+                f"drain {n:,} x{count}: {got.rate:,.0f} jobs/s, server {got.server_us:.0f}"
+                f" us/job, worker {got.worker_us:.0f} us/job, peak {got.peak_mb:.0f} MB"
+            )
+    if args.enqueue:
+        for s in subjects:
+            if s.peer.name.endswith("-http"):
+                continue  # the same enqueue as ours
+            s.peer.clear(s.conn)
+            s.figures.enqueue_batched = s.peer.enqueue(s.conninfo, s.conn, args.enqueue, BATCH)
+            s.peer.clear(s.conn)
+            s.figures.enqueue_single = s.peer.enqueue(s.conninfo, s.conn, args.single, 1)
+            s.peer.clear(s.conn)
+            s.say(
+                f"enqueue: batched {s.figures.enqueue_batched:,.0f} jobs/s, "
+                f"single {s.figures.enqueue_single:,.0f} jobs/s"
+            )
+    for s in subjects:
+        peer = s.peer
+        samples = args.latency if peer.wakes_on_notify else min(args.latency, SLOW_SAMPLES)
+        if not samples:
+            continue
+        stamp_file = ROOT / ".cache" / f"bench-stamps-{os.getpid()}-{peer.name}.txt"
+        warm_up = WARM_UP if peer.wakes_on_notify else 2
+        s.figures.latency_ms = latency(
+            peer, s.conninfo, s.conn, samples, stamp_file, warm_up=warm_up
+        )
+        s.say(
+            f"latency: p50 {percentile(s.figures.latency_ms, 0.5):.2f} ms, "
+            f"p99 {percentile(s.figures.latency_ms, 0.99):.2f} ms ({samples} samples)"
+        )
 
 
 # -- the report ---------------------------------------------------------------------------------
@@ -325,10 +349,16 @@ def parser() -> argparse.ArgumentParser:
         help="drain sizes, jobs queued (default 10000,100000,1000000)",
     )
     p.add_argument(
+        "--large-above",
+        type=int,
+        default=LARGE,
+        help=f"drains above this size run for --large-peers only (default {LARGE:,})",
+    )
+    p.add_argument(
         "--large-peers",
         type=_peers,
         default=_peers("ours,graphile"),
-        help=f"the peers that also drain sizes above {LARGE:,} (default ours,graphile)",
+        help="the peers that also drain sizes above --large-above (default ours,graphile)",
     )
     p.add_argument(
         "--processes",
@@ -369,11 +399,17 @@ def main(argv: Sequence[str]) -> int:
     if args.quick:
         args.sizes, args.processes, args.process_jobs = [10_000], [1, 2], 10_000
         args.enqueue, args.single, args.latency = 10_000, 500, 200
-    results: dict[str, PeerFigures] = {}
-    with server() as (admin, where):
+    with server() as (admin, where), ExitStack() as stack:
+        subjects: list[Subject] = []
         for name in args.peers:
-            print(f"{name}:", flush=True)
-            results[name] = measure_peer(PEERS[name](), admin, args)
+            peer = PEERS[name]()
+            prefix = f"bench_{name.replace('-', '_')}"
+            conninfo = stack.enter_context(database(admin, prefix, ours=peer.uses_app_jobs))
+            peer.setup(conninfo)
+            conn = stack.enter_context(psycopg.connect(conninfo, autocommit=True))
+            subjects.append(Subject(peer, conninfo, conn))
+        measure(subjects, args)
+    results = {s.peer.name: s.figures for s in subjects}
     print()
     print(table(results, args, where))
     return 0

@@ -45,11 +45,14 @@ class CpuMeter:
     """Cumulative CPU of a changing set of processes since the meter started.
 
     Processes seen at the first reading count from that reading; processes that appear later
-    count from their start; processes that vanish keep their last reading.
+    count from their start (``late_from_zero``: server backends, which connect while the drain
+    runs) or from their first reading (worker processes, passed once they are ready, so their
+    start-up is left out); processes that vanish keep their last reading.
     """
 
-    def __init__(self, read: Callable[[int], float | None]) -> None:
+    def __init__(self, read: Callable[[int], float | None], *, late_from_zero: bool) -> None:
         self._read = read
+        self._late_from_zero = late_from_zero
         self._base: dict[int, float] = {}
         self._last: dict[int, float] = {}
         self._started = False
@@ -61,7 +64,8 @@ class CpuMeter:
             if value is None:
                 continue
             if pid not in self._base:
-                self._base[pid] = value if not self._started else 0.0
+                late = self._started and self._late_from_zero
+                self._base[pid] = 0.0 if late else value
             self._last[pid] = value
         self._started = True
         return sum(self._last[pid] - self._base[pid] for pid in self._last)
@@ -117,8 +121,8 @@ class Poller:
             self._connected.set()
 
     def _poll(self) -> None:
-        server = CpuMeter(backend_cpu_seconds)
-        worker = CpuMeter(process_cpu_seconds)
+        server = CpuMeter(backend_cpu_seconds, late_from_zero=True)
+        worker = CpuMeter(process_cpu_seconds, late_from_zero=False)
         with psycopg.connect(self._conninfo, autocommit=True) as conn:
             backends: list[int] = []
             polls = 0

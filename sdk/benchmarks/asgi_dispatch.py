@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from jobfn import JobContext, job_function
-from jobfn.logging import configure
+from jobfn.json_logs import configure
 
 
 class Email(BaseModel):

@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from jobservice.dispatch import Dispatcher
-from jobservice.job import Job
+from jobservice.claimed_job import ClaimedJob
+from jobservice.transport import Dispatch, HttpTransport
 
 if TYPE_CHECKING:  # mypy sees tests/ as a package; pytest puts this folder on sys.path
     from tests.chaos.chaos_harness import (
@@ -184,18 +184,19 @@ async def _dispatch_marks_refused_unreachable() -> bool:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    dispatcher = Dispatcher(
+    dispatch = Dispatch(
         worker_id="probe-worker",
         callback_url="http://127.0.0.1:1/callback",
         concurrency=1,
         timeout_for=lambda task: 5.0,
     )
-    await dispatcher.start()
+    await dispatch.start()
     try:
-        job = Job(1, "fast", b"{}", None, None, 1, 1)
-        return (await dispatcher.http(job, f"http://127.0.0.1:{port}/fast")).unreachable
+        job = ClaimedJob(1, "fast", b"{}", None, None, 1, 1)
+        transport = HttpTransport(f"http://127.0.0.1:{port}/fast", dispatch)
+        return (await transport.run(job)).unreachable
     finally:
-        await dispatcher.close()
+        await dispatch.close()
 
 
 async def _chaos(plan: Plan) -> Verdict:

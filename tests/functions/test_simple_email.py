@@ -236,7 +236,7 @@ def _start_up_error(env: dict[str, str]) -> str:
 
 def test_missing_mail_configuration_stops_start_up_naming_it() -> None:
     line = _start_up_error({})
-    assert "Missing environment variable MAILGUN_API_KEY" in line
+    assert "MAILGUN_API_KEY: expected the Mailgun API key" in line
 
 
 def test_smtp_mode_names_the_missing_smtp_host() -> None:

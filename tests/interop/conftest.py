@@ -1,7 +1,7 @@
 """Fixtures of the interoperability tests: the reference Node packages, installed from npm.
 
 ``tests/interop/node/package.json`` (exact pins, plus the ``overrides`` the published packages
-need to start, seed-protocol section 3.6) and its ``package-lock.json`` are installed with
+need to start, see ``tests/interop/README.md``) and its ``package-lock.json`` are installed with
 ``npm install --no-audit --no-fund`` into ``.cache/interop-node``. The install is reused while
 the hash of those two files is unchanged. Where node/npm are missing or npm cannot install the
 packages (registry unreachable), every test using :func:`reference_node_modules` is skipped

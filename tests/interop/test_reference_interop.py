@@ -293,7 +293,7 @@ class ReferenceSide:
             "reference knative-job-worker",
             ["node", str(self.node_modules / "@constructive-io/knative-job-worker/run.js")],
             self.env,
-            stop_signal=signal.SIGKILL,  # exits on neither SIGTERM nor SIGINT (seed-protocol 3.3)
+            stop_signal=signal.SIGKILL,  # the reference exits on neither SIGTERM nor SIGINT
         )
         worker.wait_for_line(r"connected and looking for jobs")
         return worker

@@ -105,9 +105,7 @@ def test_cli_reports_a_bad_target_in_one_line(
 def test_malformed_port_is_named(raw: str) -> None:
     with pytest.raises(ConfigError) as caught:
         port_from_env({"PORT": raw})
-    assert str(caught.value) == (
-        f"PORT must be a TCP port number between 1 and 65535 (got {raw!r})"
-    )
+    assert str(caught.value) == (f"PORT: expected an integer from 1 to 65535 (got {raw!r})")
 
 
 def test_port_defaults_to_8080() -> None:
@@ -130,7 +128,7 @@ def test_console_script_refuses_a_malformed_port(module_dir: Path) -> None:
     )
     assert done.returncode == 2
     assert done.stderr == (
-        "jobfn serve: PORT must be a TCP port number between 1 and 65535 (got 'eighty')\n"
+        "jobfn serve: PORT: expected an integer from 1 to 65535 (got 'eighty')\n"
     )
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from jobfn import protocol
-from jobfn.callback import CallbackPolicy, backoff_delay, is_retryable_status
+from jobfn.callback_sender import CallbackPolicy, backoff_delay, is_retryable_status
 from jobfn.types import Outcome
 
 REFERENCE_HEADERS = [
@@ -299,3 +299,69 @@ def test_policy_rejects_nonsense() -> None:
         CallbackPolicy(attempts=0)
     with pytest.raises(ValueError, match="timeout"):
         CallbackPolicy(timeout=0)
+
+
+def test_dispatch_headers_are_what_a_function_reads_and_verifies() -> None:
+    signer = protocol.Signer(["d" * 32, "e" * 32])
+    body = b'{"to":"ada@example.com"}'
+    pairs = protocol.dispatch_headers(
+        worker_id="worker-1",
+        callback_url="http://jobs-callback:12345/callback",
+        job_id="42",
+        task="send-email",
+        attempt=2,
+        max_attempts=5,
+        body=body,
+        database_id="00000000-0000-4000-8000-000000000001",
+        actor_id="user-7",
+        traceparent="00-" + "a" * 32 + "-" + "b" * 16 + "-01",
+        signer=signer,
+        timestamp=1_700_000_000,
+    )
+    assert [name for name, _ in pairs] == [
+        "Content-Type",
+        "X-Worker-Id",
+        "X-Job-Id",
+        "X-Database-Id",
+        "X-Callback-Url",
+        "X-Actor-Id",
+        "X-Task-Identifier",
+        "X-Job-Attempt",
+        "X-Job-Max-Attempts",
+        "X-Job-Completion",
+        "traceparent",
+        "X-Job-Signature",
+    ]
+    job = protocol.parse_job_headers(protocol.asgi_headers(pairs))
+    assert (job.job_id, job.task, job.attempt, job.max_attempts) == ("42", "send-email", 2, 5)
+    assert job.actor_id == "user-7"
+    assert job.completion_reply
+    assert job.signature is not None
+    assert job.signature.count("v2=") == 2  # every secret: verifiers mid-rotation accept it
+    envelope = protocol.dispatch_envelope(job, body)
+    assert protocol.Signer(["e" * 32]).verify(job.signature, envelope, now=1_700_000_000)
+    assert not signer.verify(
+        job.signature, protocol.dispatch_envelope(job, body + b" "), now=1_700_000_000
+    )
+
+
+def test_dispatch_headers_leave_out_what_is_not_given() -> None:
+    pairs = dict(
+        protocol.dispatch_headers(
+            worker_id="w-01",
+            callback_url="http://cb/",
+            job_id="1",
+            task="t",
+            attempt=1,
+            max_attempts=25,
+            body=b"{}",
+            completion_reply=False,
+            content_length=True,
+        )
+    )
+    assert "X-Database-Id" not in pairs
+    assert "X-Actor-Id" not in pairs
+    assert "X-Job-Completion" not in pairs
+    assert "X-Job-Signature" not in pairs
+    assert "traceparent" not in pairs
+    assert pairs["Content-Length"] == "2"

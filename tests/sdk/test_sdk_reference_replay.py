@@ -1,4 +1,4 @@
-"""The reference Node worker's exact request (seed-protocol 11.3), replayed byte for byte.
+"""The reference Node worker's exact request, replayed byte for byte.
 
 Only the headers the reference worker sends, in its order; the callback must arrive the way
 the reference callback server reads it (POST /callback, X-Worker-Id, X-Job-Id, X-Database-Id,

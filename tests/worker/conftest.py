@@ -16,8 +16,8 @@ import pytest
 from aiohttp import web
 
 from jobservice.config import Settings, load_settings
-from jobservice.dispatch import Asgi
 from jobservice.service import Service
+from jobservice.transport import Asgi
 
 DB_ID = "5b720132-17d5-424d-9bcb-ee7b17c13d43"
 SIGNING_SECRET = "test-signing-secret-0123456789abcdef0123456789"

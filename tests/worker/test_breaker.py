@@ -10,8 +10,8 @@ import pytest
 from aiohttp import web
 
 from jobservice.breaker import Breakers, route_key
-from jobservice.dispatch import Dispatcher
-from jobservice.job import Job
+from jobservice.claimed_job import ClaimedJob
+from jobservice.transport import Dispatch, HttpTransport
 
 if TYPE_CHECKING:
     from tests.worker.conftest import FunctionServer, JobsDb, Tools
@@ -85,18 +85,18 @@ def _refusing_url() -> str:
 
 
 async def _dispatch_marks_refused_unreachable(url: str) -> bool:
-    dispatcher = Dispatcher(
+    dispatch = Dispatch(
         worker_id="probe-worker",
         callback_url="http://127.0.0.1:1/cb",
         concurrency=1,
         timeout_for=lambda task: 5.0,
     )
-    await dispatcher.start()
+    await dispatch.start()
     try:
-        job = Job(1, "down", b"{}", None, None, 1, 1)
-        return (await dispatcher.http(job, url)).unreachable
+        job = ClaimedJob(1, "down", b"{}", None, None, 1, 1)
+        return (await HttpTransport(url, dispatch).run(job)).unreachable
     finally:
-        await dispatcher.close()
+        await dispatch.close()
 
 
 async def test_an_unreachable_route_uses_no_attempt_and_other_routes_keep_running(
@@ -106,7 +106,7 @@ async def test_an_unreachable_route_uses_no_attempt_and_other_routes_keep_runnin
     complete; when a function listens on that port, a probe closes the breaker and they run."""
     down = _refusing_url()
     if not await _dispatch_marks_refused_unreachable(f"{down}/down"):
-        pytest.skip("jobservice.dispatch does not mark a refused connection unreachable yet")
+        pytest.skip("HttpTransport does not mark a refused connection unreachable")
     settings = tools.settings(
         INTERNAL_GATEWAY_DEVELOPMENT_MAP=json.dumps({"down": f"{down}/down"}),
         JOBS_ROUTE_BACKOFF_MIN="0.2",

@@ -1,4 +1,4 @@
-"""The callback server (contract section 3): signature, 404/409/401/400, idempotence,
+"""The callback server (the callback protocol): signature, 404/409/401/400, idempotence,
 results, errors, progress, health and metrics."""
 
 from __future__ import annotations
@@ -216,3 +216,24 @@ async def test_health_and_metrics(client: Client, tools: Tools) -> None:
         return 'jobs_queue_depth{task="metered"} 3.0' in text
 
     await tools.eventually(depth_reported, what="the queue depth gauge")
+
+
+async def test_outcomes_settled_by_callback_are_counted_in_metrics(client: Client) -> None:
+    """``jobs_completed_total``, ``jobs_failed_total`` and ``jobs_retried_total`` count the
+    jobs a function settles by callback, as they count the ones settled by reply."""
+    done = await client.claim("worker-a", task="by-callback")
+    retried = await client.claim("worker-a", task="by-callback")
+    failed = await client.claim("worker-a", task="by-callback")
+    assert (await client.post(done, {"status": "success", "result": 1}))[0] == 200
+    assert (await client.post(retried, {"status": "error", "error": "later"}))[0] == 200
+    body = {"status": "error", "error": "never", "retry": False}
+    assert (await client.post(failed, body))[0] == 200
+    # The same callbacks again change nothing, and are not counted twice.
+    assert (await client.post(done, {"status": "success", "result": 1}))[0] == 200
+    assert (await client.post(failed, body))[0] == 200
+
+    async with client.http.get(client.base + "/metrics") as reply:
+        text = await reply.text()
+    assert 'jobs_completed_total{task="by-callback"} 1.0' in text
+    assert 'jobs_retried_total{task="by-callback"} 1.0' in text
+    assert 'jobs_failed_total{task="by-callback"} 1.0' in text

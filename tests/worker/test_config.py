@@ -172,3 +172,23 @@ def test_secret_from_files_and_insecure_switch(tmp_path: Path) -> None:
         }
     )
     assert alone.signing_secret is None
+
+
+def test_each_default_is_shown_from_the_one_it_falls_back_to() -> None:
+    from jobservice.config import Settings
+
+    defaults = {var.name: var.default for var in VARIABLES}
+    s = load_settings(BASE)
+    assert defaults["JOBS_CONCURRENCY"] == str(Settings().concurrency) == str(s.concurrency)
+    assert defaults["JOBS_SETTLE_DELAY_MS"] == f"{s.settle_delay * 1000:g}"
+    assert defaults["JOBS_HISTORY_RETENTION"] == "7d"
+    assert s.history_retention == 7 * 86400
+    assert defaults["JOBS_INSECURE_CALLBACKS"] == "false"
+    assert s.callback_url == Settings().callback_url
+
+
+def test_config_errors_are_the_shared_environment_error() -> None:
+    from jobfn.env import EnvError
+
+    with pytest.raises(EnvError, match=r"^JOBS_CONCURRENCY: expected an integer from 1 to 10000"):
+        load_settings({**BASE, "JOBS_CONCURRENCY": "many"})

@@ -1,4 +1,4 @@
-"""Reading a function's reply: every row of contract section 2's table."""
+"""Reading a function's reply: every row of the reply table (jobservice.verdict)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import NamedTuple
 
 import pytest
 
-from jobservice.outcome import Kind, connection_error, interpret, timed_out, too_large
+from jobservice.verdict import Kind, connection_error, interpret, timed_out, too_large
 
 JSON = {"content-type": "application/json"}
 

@@ -32,3 +32,14 @@ def test_parse_rejects_duplicates_and_empty_blocks() -> None:
         parse("-- name: a\nSELECT 1;\n-- name: a\nSELECT 2;\n")
     with pytest.raises(ValueError, match="empty"):
         parse("-- name: a\n-- nothing\n")
+
+
+def test_every_query_of_the_file_is_an_attribute_and_a_missing_one_is_named() -> None:
+    q = queries_for("app_jobs")
+    assert set(q) == set(RAW)
+    for name in RAW:
+        assert getattr(q, name) is q[name]
+    with pytest.raises(AttributeError, match=r"queries.sql has no query named 'claim_jbos'"):
+        _ = q.claim_jbos
+    with pytest.raises(KeyError, match=r"queries.sql has no query named 'nope'"):
+        q["nope"]

@@ -1,16 +1,14 @@
-"""Task → function URL (contract section 2) and the supported-task filter."""
+"""Task → function URL (the routing rules of jobservice.routing) and the supported-task filter."""
 
 from __future__ import annotations
 
 import pytest
 
-from jobservice.routing import (
-    HttpRoute,
-    InProcessRoute,
-    InvalidTaskError,
-    Router,
-    dns_safe,
-    url_for,
+from jobservice.routing import InvalidTaskError, Router, dns_safe, url_for
+from jobservice.transport import AsgiTransport, Dispatch, HttpTransport
+
+DISPATCH = Dispatch(
+    worker_id="w", callback_url="http://127.0.0.1:1/callback", concurrency=1, timeout_for=float
 )
 
 
@@ -59,6 +57,7 @@ def test_in_process_map_wins_and_filter() -> None:
         return None
 
     router = Router(
+        dispatch=DISPATCH,
         gateway_map={"t": "http://x/t"},
         template=None,
         base_url="http://gw",
@@ -66,18 +65,29 @@ def test_in_process_map_wins_and_filter() -> None:
         support_any=False,
         supported=("t", "u"),
     )
-    assert router.route("t") == InProcessRoute("m:app", app)
-    assert router.route("u") == HttpRoute("http://gw/u")
+    in_process = router.route("t")
+    assert isinstance(in_process, AsgiTransport)
+    assert (in_process.target, in_process.app, in_process.breaker_key) == ("m:app", app, None)
+    http = router.route("u")
+    assert isinstance(http, HttpTransport)
+    assert (http.target, http.breaker_key) == ("http://gw/u", "http://gw")
+    assert router.route("u") is http
     assert router.task_filter == ["t", "u"]
     assert router.supports("u")
     assert not router.supports("v")
-    assert Router(gateway_map={}, template=None, base_url="http://gw").task_filter is None
+    assert (
+        Router(dispatch=DISPATCH, gateway_map={}, template=None, base_url="http://gw").task_filter
+        is None
+    )
 
 
 @pytest.mark.parametrize("task", [".", "..", "a/b", "/etc", "../admin", "x/"])
 def test_path_escaping_task_identifiers_are_refused(task: str) -> None:
     router = Router(
-        gateway_map={task: "http://127.0.0.1:9/mapped"}, template=None, base_url="http://gw"
+        dispatch=DISPATCH,
+        gateway_map={task: "http://127.0.0.1:9/mapped"},
+        template=None,
+        base_url="http://gw",
     )
     with pytest.raises(InvalidTaskError, match="is not allowed"):
         router.route(task)

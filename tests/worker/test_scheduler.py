@@ -260,7 +260,7 @@ async def test_invalid_schedules_are_marked_and_the_others_still_fire(
 async def test_a_failing_run_is_recorded_and_does_not_stop_the_others(
     db: Db, pool: AsyncConnectionPool[Any]
 ) -> None:
-    # The job insert fails for one task, as a missing privilege would (seed-protocol D1).
+    # The job insert fails for one task, as a missing privilege would (as in the original system).
     await db.conn.execute(
         """
         CREATE FUNCTION public.refuse_broken() RETURNS trigger LANGUAGE plpgsql AS $$

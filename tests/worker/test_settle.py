@@ -7,16 +7,17 @@ from typing import Any
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from jobservice.job import Job
+from jobservice.claimed_job import ClaimedJob
 from jobservice.metrics import Metrics
 from jobservice.queries import queries_for
 from jobservice.settle import Settler
+from jobservice.store_postgres import PostgresStore
 
 DB = "5b720132-17d5-424d-9bcb-ee7b17c13d43"
 WORKER = "settle-test"
 
 
-async def _claimed(conninfo: str, n: int) -> list[Job]:
+async def _claimed(conninfo: str, n: int) -> list[ClaimedJob]:
     queries = queries_for("app_jobs")
     async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
         for i in range(n):
@@ -28,7 +29,7 @@ async def _claimed(conninfo: str, n: int) -> list[Job]:
             queries.claim_jobs,
             {"worker_id": WORKER, "tasks": None, "job_expiry": 14400, "max_jobs": n},
         )
-        return [Job.from_row(row) for row in await cur.fetchall()]
+        return [ClaimedJob.from_row(row) for row in await cur.fetchall()]
 
 
 async def _rows(conninfo: str, query: str) -> list[tuple[Any, ...]]:
@@ -39,13 +40,10 @@ async def _rows(conninfo: str, query: str) -> list[tuple[Any, ...]]:
 
 def _settler(pool: AsyncConnectionPool[Any], written: list[int], refused: list[bool]) -> Settler:
     return Settler(
-        pool,
-        queries_for("app_jobs"),
-        worker_id=WORKER,
+        PostgresStore(pool, "app_jobs", worker_id=WORKER, metrics=Metrics()),
         batch=100,
         delay=0,
         callback_deadline=60,
-        metrics=Metrics(),
         on_written=written.extend,
         on_refused=lambda: refused.append(True),
     )
@@ -122,7 +120,7 @@ async def test_outcomes_of_jobs_taken_away_are_counted_apart_and_logged_with_the
         settler.completed(jobs[1], None)
         settler.failed(jobs[2], "boom", retryable=False)
         settler.failed(jobs[3], "boom", retryable=False)
-        with caplog.at_level("WARNING", logger="jobservice.worker"):
+        with caplog.at_level("WARNING", logger="jobservice.store"):
             await settler.flush_once()
 
     assert _count(metrics, "jobs_completed_total", task="settle") == 1
@@ -152,7 +150,7 @@ async def test_an_outcome_already_written_by_a_lost_reply_is_not_refused(
         settler = _settler(pool, [], [])
         settler.completed(jobs[0], None)
         settler.failed(jobs[1], "try later", retryable=True)
-        with caplog.at_level("WARNING", logger="jobservice.worker"):
+        with caplog.at_level("WARNING", logger="jobservice.store"):
             await settler.flush_once()
     assert _count(settler.metrics, "jobs_completed_total", task="settle") == 1
     assert (

@@ -1,4 +1,4 @@
-"""The worker against real HTTP functions: headers, every reply of the contract table,
+"""The worker against real HTTP functions: headers, every reply of the reply table,
 timeouts, connection errors, 202 + callback, callback deadlines."""
 
 from __future__ import annotations

@@ -6,24 +6,16 @@ import json
 import os
 import sys
 import time
-from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
 
+from jobfn.sqlfiles import QuerySet, load
 
-def _queries() -> dict[str, str]:
-    text = files("devstack").joinpath("enqueue.sql").read_text()
-    queries: dict[str, str] = {}
-    for block in text.split("-- name: ")[1:]:
-        name, _, body = block.partition("\n")
-        queries[name.strip()] = body.strip().rstrip(";")
-    return queries
-
-
-QUERIES = _queries()
+QUERIES = QuerySet(load("devstack", "enqueue.sql"), "app_jobs", source="enqueue.sql")
+"""The queries of ``enqueue.sql``; the stack's migrations create the ``app_jobs`` schema."""
 
 
 def _conninfo(state_file: Path) -> str:

@@ -1,5 +1,5 @@
 -- name: add_job
-SELECT id FROM app_jobs.add_job(
+SELECT id FROM {schema}.add_job(
     db_id := %(database_id)s::uuid,
     identifier := %(task)s,
     payload := %(payload)s::json,
@@ -8,4 +8,4 @@ SELECT id FROM app_jobs.add_job(
 
 -- name: job_status
 SELECT status, attempts, max_attempts, last_error, result
-FROM app_jobs.job_status(%(job_id)s);
+FROM {schema}.job_status(%(job_id)s);

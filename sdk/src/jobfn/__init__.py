@@ -18,7 +18,7 @@ Serve it with ``jobfn serve my_module`` (uvicorn on ``PORT``); see ``sdk/README.
 
 from __future__ import annotations
 
-from jobfn.callback import CallbackPolicy
+from jobfn.callback_sender import CallbackPolicy
 from jobfn.context import JobContext
 from jobfn.errors import ConfigError, PermanentError
 from jobfn.function import JobFunction, job_function

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-from jobfn import logging as jobfn_logging
+from jobfn import json_logs as jobfn_logging
 from jobfn.errors import ConfigError
 from jobfn.function import JobFunction
 

@@ -14,19 +14,15 @@ else ``app_jobs``). Jobs go through ``<schema>.add_jobs`` (one statement for man
 
 from __future__ import annotations
 
-import os
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
-from importlib import resources
 from typing import Any
 from uuid import UUID
 
 try:
     import psycopg
-    from psycopg import sql
     from psycopg.rows import dict_row
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError(
@@ -34,6 +30,9 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
     ) from exc
 
 from pydantic_core import to_json
+
+from jobfn.env import Env
+from jobfn.sqlfiles import QuerySet, load
 
 DEFAULT_SCHEMA = "app_jobs"
 
@@ -133,29 +132,17 @@ class JobStatus:
         return self.status in ("completed", "failed")
 
 
-_NAME = re.compile(r"^--\s*name:\s*(\w+)\s*$", re.MULTILINE)
-
-
 @cache
-def _queries() -> dict[str, str]:
-    text = resources.files("jobfn").joinpath("client.sql").read_text(encoding="utf-8")
-    parts = _NAME.split(text)
-    return {
-        name: body.strip().rstrip(";") for name, body in zip(parts[1::2], parts[2::2], strict=True)
-    }
+def _queries(schema: str) -> QuerySet:
+    return QuerySet(load("jobfn", "client.sql"), schema, source="client.sql")
 
 
 def _schema(schema: str | None) -> str:
-    return schema or os.environ.get("JOBS_SCHEMA") or DEFAULT_SCHEMA
-
-
-@cache
-def _query(name: str, schema: str) -> sql.Composed:
-    return sql.SQL(_queries()[name]).format(schema=sql.Identifier(schema))
+    return schema or Env().text("JOBS_SCHEMA") or DEFAULT_SCHEMA
 
 
 def _conninfo(conninfo: str | None) -> str:
-    return conninfo if conninfo is not None else os.environ.get("DATABASE_URL", "")
+    return conninfo if conninfo is not None else Env().text("DATABASE_URL", "") or ""
 
 
 def _specs(jobs: Iterable[JobSpec | Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -227,7 +214,7 @@ def add_jobs(
     items = _specs(jobs)
     if not items:
         return []
-    query = _query("add_jobs", _schema(schema))
+    query = _queries(_schema(schema)).add_jobs
     params = {"jobs": to_json(items).decode()}
     if conn is not None:
         with conn.cursor(row_factory=dict_row) as cur:
@@ -287,7 +274,7 @@ def job_status(
     schema: str | None = None,
 ) -> JobStatus | None:
     """Where job ``job_id`` is (queued, running, completed, failed); ``None`` if unknown."""
-    query = _query("job_status", _schema(schema))
+    query = _queries(_schema(schema)).job_status
     params = {"job_id": job_id}
     if conn is not None:
         with conn.cursor(row_factory=dict_row) as cur:
@@ -313,7 +300,7 @@ async def add_jobs_async(
     items = _specs(jobs)
     if not items:
         return []
-    query = _query("add_jobs", _schema(schema))
+    query = _queries(_schema(schema)).add_jobs
     params = {"jobs": to_json(items).decode()}
     if conn is not None:
         async with conn.cursor(row_factory=dict_row) as cur:
@@ -370,7 +357,7 @@ async def job_status_async(
     schema: str | None = None,
 ) -> JobStatus | None:
     """:func:`job_status` for asyncio code."""
-    query = _query("job_status", _schema(schema))
+    query = _queries(_schema(schema)).job_status
     params = {"job_id": job_id}
     if conn is not None:
         async with conn.cursor(row_factory=dict_row) as cur:

@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING
 import anyio.from_thread
 
 from jobfn import protocol
-from jobfn.logging import JobLogger
+from jobfn.json_logs import JobLogger
 
 if TYPE_CHECKING:
-    from jobfn.callback import CallbackSender, CallbackTarget
+    from jobfn.callback_sender import CallbackChannel
 
 
 class JobContext:
@@ -23,11 +23,9 @@ class JobContext:
     """
 
     __slots__ = (
+        "_callback",
         "_logger",
         "_logger_name",
-        "_sender",
-        "_signer",
-        "_target",
         "actor_id",
         "attempt",
         "callback_url",
@@ -52,6 +50,7 @@ class JobContext:
         callback_url: str | None = None,
         traceparent: str | None = None,
         logger_name: str = "jobfn.handler",
+        callback: CallbackChannel | None = None,
     ) -> None:
         self.job_id = job_id
         """The job's id (decimal text), from ``X-Job-Id``."""
@@ -73,9 +72,8 @@ class JobContext:
         """The W3C trace context of this attempt."""
         self._logger_name = logger_name
         self._logger: JobLogger | None = None
-        self._sender: CallbackSender | None = None
-        self._target: CallbackTarget | None = None
-        self._signer: protocol.Signer | None = None
+        self._callback = callback
+        """Where progress reports go (``None``: the request named no callback URL)."""
 
     @property
     def fields(self) -> dict[str, object]:
@@ -107,13 +105,6 @@ class JobContext:
             and self.attempt >= self.max_attempts
         )
 
-    def _bind_callback(
-        self, sender: CallbackSender, target: CallbackTarget | None, signer: protocol.Signer | None
-    ) -> None:
-        self._sender = sender
-        self._target = target
-        self._signer = signer
-
     async def progress(self, percent: float, message: str | None = None) -> bool:
         """Report progress (0-100) through the callback; whether it was delivered.
 
@@ -121,16 +112,14 @@ class JobContext:
         report does not end the job; delivery problems are logged, never raised.
         """
         body = _progress_body(percent, message)
-        if self._sender is None or self._target is None:
+        if self._callback is None:
             return False
-        return await self._sender.send(
-            self._target, body, error=False, signer=self._signer, attempts=2
-        )
+        return await self._callback.send(body, error=False, attempts=2)
 
     def progress_sync(self, percent: float, message: str | None = None) -> bool:
         """:meth:`progress` for a synchronous handler (which the SDK runs in a thread)."""
         _progress_body(percent, message)
-        if self._sender is None or self._target is None:
+        if self._callback is None:
             return False
         return anyio.from_thread.run(self.progress, percent, message)
 

@@ -1,4 +1,9 @@
-"""JobFunction: what ``@job_function`` returns — the handler, its options, its ASGI app."""
+"""JobFunction: what ``@job_function`` returns — the handler with its options.
+
+Serving it is :class:`jobfn.job_app.JobApp`'s part (built from the function once, as
+:attr:`JobFunction.asgi`); running it in this process (``now``, ``batch``) and enqueueing it
+(``later``) are the function's own.
+"""
 
 from __future__ import annotations
 
@@ -13,11 +18,11 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, overload
 
 from jobfn import protocol, security
-from jobfn.app import Receive, Scope, Send, build_app, handle_job_request, log_job
-from jobfn.callback import CallbackPolicy, CallbackSender, CallbackTarget
+from jobfn.callback_sender import CallbackChannel, CallbackPolicy, CallbackSender
 from jobfn.context import JobContext
 from jobfn.handler import Handler, InvalidPayloadError, inspect_handler
-from jobfn.types import JobRun, Outcome
+from jobfn.job_app import JobApp, Receive, Scope, Send, log_job
+from jobfn.types import JobRun
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
@@ -34,11 +39,11 @@ _UNSET: Any = object()
 
 
 class JobFunction:
-    """A job handler served as an HTTP function; itself an ASGI application.
+    """A job handler with its options (name, payload type, timeout, background, secrets...).
 
-    Called with ``(scope, receive, send)`` it is the ASGI app (``POST`` runs the job; ``GET
-    /health/liveness``, ``/health/readiness``, ``/openapi.json``; lifespan drains background
-    jobs). Called any other way it is the plain handler: ``fn(payload, ctx)``.
+    ``fn(payload, ctx)`` calls the plain handler. The function is served by its
+    :attr:`asgi` app (a :class:`~jobfn.job_app.JobApp`); for servers given the function
+    itself (``uvicorn module:fn``), ``fn(scope, receive, send)`` is forwarded to that app.
     """
 
     __name__: str
@@ -74,15 +79,14 @@ class JobFunction:
         self.background = background
         self.max_body_size = max_body_size
         self.shutdown_timeout = shutdown_timeout
-        self.sender = CallbackSender(callback)
-        self.ready = True
+        self.callback_policy = callback or CallbackPolicy()
+        """How this function's callbacks are sent (timeout, attempts, backoff)."""
         self._secret_option = signing_secret
         self._signer: protocol.Signer | None = _UNSET
         self._allow_option = callback_allowed_urls
         self._allow_list: security.CallbackAllowList | None = None
         self._allow_cache: tuple[tuple[str, str], security.CallbackAllowList] | None = None
-        self._app: Starlette | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._asgi: JobApp | None = None
         self._logger_name = getattr(func, "__module__", None) or "jobfn.handler"
         self._on_startup = tuple(on_startup)
         self._started = False
@@ -117,26 +121,55 @@ class JobFunction:
     def __repr__(self) -> str:
         return f"<JobFunction {self.name!r} ({self.handler.func.__qualname__})>"
 
-    # -- the two faces: plain function and ASGI app -----------------------------------------
-
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        """``fn(scope, receive, send)``: the ASGI app; any other call: the plain handler."""
+        """The plain handler; an ASGI call ``(scope, receive, send)`` goes to :attr:`asgi`."""
         if len(args) == 3 and not kwargs and isinstance(args[0], dict) and "type" in args[0]:
-            return self._asgi(args[0], args[1], args[2])
+            return self._serve(args[0], args[1], args[2])
         return self.handler.func(*args, **kwargs)
 
-    async def _asgi(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST":
-            await handle_job_request(self, scope, receive, send)
-        else:
-            await self.app(scope, receive, send)
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.asgi(scope, receive, send)
+
+    # -- serving: the ASGI app built from this function -------------------------------------
+
+    @property
+    def asgi(self) -> JobApp:
+        """The ASGI app serving this function (built once)."""
+        if self._asgi is None:
+            self._asgi = JobApp(self)
+        return self._asgi
 
     @property
     def app(self) -> Starlette:
-        """The Starlette app serving health, OpenAPI and lifespan (built once)."""
-        if self._app is None:
-            self._app = build_app(self)
-        return self._app
+        """The Starlette app of the non-job routes (``asgi.routes``)."""
+        return self.asgi.routes
+
+    @property
+    def sender(self) -> CallbackSender:
+        """The callback sender of :attr:`asgi`."""
+        return self.asgi.sender
+
+    @property
+    def ready(self) -> bool:
+        """Whether the app answers ready (``False`` while draining)."""
+        return self.asgi.ready
+
+    @ready.setter
+    def ready(self, value: bool) -> None:
+        self.asgi.ready = value
+
+    @property
+    def in_flight(self) -> int:
+        """How many background jobs :attr:`asgi` is running."""
+        return self.asgi.in_flight
+
+    async def drain(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109
+        """:meth:`JobApp.drain <jobfn.job_app.JobApp.drain>`: wait for the background jobs."""
+        return await self.asgi.drain(timeout)
+
+    async def aclose(self) -> None:
+        """Close the callback client of :attr:`asgi`."""
+        await self.asgi.aclose()
 
     @property
     def payload_type(self) -> Any:
@@ -188,8 +221,11 @@ class JobFunction:
             cached = self._allow_cache = (key, security.callback_allow_list())
         return cached[1]
 
-    def context_for(self, job: protocol.JobHeaders) -> JobContext:
-        """The :class:`JobContext` of a request with these job headers."""
+    def context_for(
+        self, job: protocol.JobHeaders, *, callback: CallbackChannel | None = None
+    ) -> JobContext:
+        """The :class:`JobContext` of a request with these job headers, reporting progress
+        through ``callback``."""
         return JobContext(
             job_id=job.job_id,
             worker_id=job.worker_id,
@@ -201,75 +237,10 @@ class JobFunction:
             callback_url=job.callback_url,
             traceparent=job.traceparent,
             logger_name=self._logger_name,
+            callback=callback,
         )
 
-    # -- background jobs ----------------------------------------------------------------------
-
-    def start_background(
-        self, payload: Any, ctx: JobContext, target: CallbackTarget | None, started: float
-    ) -> None:
-        """Run the job in a task of its own; the outcome goes to the callback."""
-        task = asyncio.get_running_loop().create_task(
-            self._background(payload, ctx, target, started), name=f"jobfn:{self.name}"
-        )
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _background(
-        self, payload: Any, ctx: JobContext, target: CallbackTarget | None, started: float
-    ) -> None:
-        try:
-            outcome = await self.handler.run(payload, ctx)
-        except asyncio.CancelledError:
-            outcome = Outcome(500, "error", error="the function shut down before the job finished")
-            log_job(ctx, outcome, started)
-            if target is not None:
-                await self._report(target, outcome, attempts=1)
-            raise
-        log_job(ctx, outcome, started)
-        if target is not None:
-            await self._report(target, outcome)
-
-    async def _report(
-        self, target: CallbackTarget, outcome: Outcome, attempts: int | None = None
-    ) -> bool:
-        return await self.sender.send(
-            target,
-            protocol.callback_body(outcome),
-            error=not outcome.ok,
-            signer=self.signer,
-            attempts=attempts,
-        )
-
-    @property
-    def in_flight(self) -> int:
-        """How many background jobs are running."""
-        return len(self._tasks)
-
-    async def drain(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109
-        """Wait for the background jobs (at most ``timeout`` s); whether all finished.
-
-        Jobs still running after ``timeout`` are cancelled and reported as failed (retryable)
-        through their callback.
-        """
-        if not self._tasks:
-            return True
-        _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
-        if not pending:
-            return True
-        log.warning(
-            "cancelling %d background job(s) still running after %s s", len(pending), timeout
-        )
-        for task in pending:
-            task.cancel()
-        await asyncio.wait(pending, timeout=self.sender.policy.timeout + 1)
-        return False
-
-    async def aclose(self) -> None:
-        """Close the callback client (called on lifespan shutdown)."""
-        await self.sender.aclose()
-
-    # -- in-process runs (seed-004 verbs) -----------------------------------------------------
+    # -- in-process runs and enqueueing ------------------------------------------------------
 
     async def now(self, payload: Any = None, *, ctx: JobContext | None = None) -> JobRun:
         """Run the job in this process now; its result with status, timings and error.

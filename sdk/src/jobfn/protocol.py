@@ -267,7 +267,8 @@ def _number(raw: bytes | None) -> int | None:
 
 
 def parse_job_headers(headers: Iterable[tuple[bytes, bytes]]) -> JobHeaders:
-    """Read the job headers of contract section 2 from ASGI ``headers`` (lower-case names).
+    """Read the job headers (``sdk/README.md``, "The HTTP protocol") from ASGI ``headers``
+    (lower-case names).
 
     Empty values count as absent; a malformed number (attempt, max attempts, content length)
     is ignored rather than failing the job. A repeated header: the last one counts.
@@ -304,7 +305,8 @@ _COMPLETE = b'{"complete":true}'
 
 
 def reply_body(outcome: Outcome) -> bytes:
-    """The JSON body of the reply for ``outcome`` (contract section 4).
+    """The JSON body of the reply for ``outcome`` (the table of ``sdk/README.md``, "The HTTP
+    protocol").
 
     Success: ``{"complete": true, "result": ...}`` (no ``result`` when the handler returned
     ``None``); accepted (202): ``{"complete": false, "accepted": true}``; failure:
@@ -340,7 +342,7 @@ def reply_headers(outcome: Outcome, body: bytes) -> list[Header]:
 
 
 def callback_body(outcome: Outcome) -> bytes:
-    """The callback body for a finished job (contract section 3).
+    """The callback body for a finished job (``sdk/README.md``, "Callbacks").
 
     ``{"status": "success"}`` (plus ``"result"`` when there is one) or
     ``{"status": "error", "error": message}`` (plus ``"retry": false`` when permanent).
@@ -402,3 +404,77 @@ def callback_headers(
     if signature is not None:
         headers["X-Job-Signature"] = signature
     return headers
+
+
+# -- dispatches (worker -> function) ----------------------------------------------------------
+
+
+def dispatch_headers(
+    *,
+    worker_id: str,
+    callback_url: str,
+    job_id: str,
+    task: str,
+    attempt: int | str,
+    max_attempts: int | str,
+    body: bytes,
+    database_id: str | None = None,
+    actor_id: str | None = None,
+    completion_reply: bool = True,
+    traceparent: str | None = None,
+    signer: Signer | None = None,
+    timestamp: int = 0,
+    every_secret: bool = True,
+    content_length: bool = False,
+) -> list[tuple[str, str]]:
+    """The headers of a dispatch of one job attempt (``sdk/README.md``, "The HTTP
+    protocol"): the one place they are built, for the HTTP and the in-process transports and
+    for :mod:`jobfn.testing`.
+
+    Order: ``Content-Type``, ``X-Worker-Id``, ``X-Job-Id``, ``X-Database-Id`` (when given),
+    ``X-Callback-Url``, ``X-Actor-Id`` (when given), ``X-Task-Identifier``, ``X-Job-Attempt``,
+    ``X-Job-Max-Attempts``, ``X-Job-Completion: reply`` (with ``completion_reply``),
+    ``traceparent`` (when given), ``Content-Length`` (with ``content_length``: the length of
+    ``body``) and last ``X-Job-Signature`` when ``signer`` is given: the v2 signature (purpose
+    ``dispatch``) of ``body`` and these headers at ``timestamp`` (unix seconds), one ``v2=``
+    per secret with ``every_secret``. Pure: the caller supplies the clock and trace id.
+    Use :func:`asgi_headers` for the ASGI form.
+    """
+    attempt = str(attempt)
+    pairs = [
+        ("Content-Type", "application/json"),
+        ("X-Worker-Id", worker_id),
+        ("X-Job-Id", job_id),
+    ]
+    if database_id is not None:
+        pairs.append(("X-Database-Id", database_id))
+    pairs.append(("X-Callback-Url", callback_url))
+    if actor_id is not None:
+        pairs.append(("X-Actor-Id", actor_id))
+    pairs += [
+        ("X-Task-Identifier", task),
+        ("X-Job-Attempt", attempt),
+        ("X-Job-Max-Attempts", str(max_attempts)),
+    ]
+    if completion_reply:
+        pairs.append(("X-Job-Completion", COMPLETION_REPLY))
+    if traceparent is not None:
+        pairs.append(("traceparent", traceparent))
+    if content_length:
+        pairs.append(("Content-Length", str(len(body))))
+    if signer is not None:
+        envelope = Envelope(
+            PURPOSE_DISPATCH, worker_id, job_id, attempt, database_id or "", callback_url, "", body
+        )
+        pairs.append(
+            ("X-Job-Signature", signer.sign(envelope, timestamp, every_secret=every_secret))
+        )
+    return pairs
+
+
+def asgi_headers(pairs: Iterable[tuple[str, str]]) -> list[Header]:
+    """``pairs`` as ASGI headers: lower-case names, values as UTF-8 (surrogates escaped)."""
+    return [
+        (name.lower().encode("latin-1"), value.encode("utf-8", "surrogateescape"))
+        for name, value in pairs
+    ]

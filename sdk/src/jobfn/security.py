@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from jobfn.env import Env
 from jobfn.errors import ConfigError
 
 SECRET_VARIABLE = "JOBS_SIGNING_SECRET"
@@ -49,9 +50,9 @@ def read_secret(name: str, env: Mapping[str, str] | None = None) -> str | None:
     Raises :class:`SecretError` when both are set, the file cannot be read, or the secret is
     too short or a placeholder. The value is never part of the message.
     """
-    env = os.environ if env is None else env
-    direct = env.get(name, "").strip()
-    file_name = env.get(f"{name}_FILE", "").strip()
+    reader = Env(env)
+    direct = reader.text(name) or ""
+    file_name = reader.text(f"{name}_FILE") or ""
     if direct and file_name:
         raise SecretError(name, f"either {name} or {name}_FILE, not both")
     if file_name:

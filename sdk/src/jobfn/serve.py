@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import logging
-import os
 import signal
 from collections.abc import Mapping
 from types import FrameType
 
 import uvicorn
 
-from jobfn import logging as jobfn_logging
-from jobfn.errors import ConfigError
+from jobfn import json_logs as jobfn_logging
+from jobfn.env import Env
 from jobfn.function import JobFunction
 
 DEFAULT_PORT = 8080
@@ -20,16 +19,7 @@ DEFAULT_HOST = "0.0.0.0"  # a container's function must be reachable from outsid
 
 def port_from_env(environ: Mapping[str, str] | None = None) -> int:
     """``PORT`` (default 8080); raises :class:`ConfigError` naming it when malformed."""
-    raw = (os.environ if environ is None else environ).get("PORT", "").strip()
-    if not raw:
-        return DEFAULT_PORT
-    try:
-        port = int(raw)
-    except ValueError:
-        port = -1
-    if not 1 <= port <= 65535:
-        raise ConfigError(f"PORT must be a TCP port number between 1 and 65535 (got {raw!r})")
-    return port
+    return Env(environ).integer("PORT", DEFAULT_PORT, minimum=1, maximum=65535)
 
 
 def config_for(

@@ -29,7 +29,7 @@ from pydantic_core import from_json, to_json
 
 from jobfn import protocol
 from jobfn.asgi import InProcessCaller, in_process_caller, post_scope
-from jobfn.callback import _client_override
+from jobfn.callback_sender import _client_override
 from jobfn.function import JobFunction
 
 TEST_WORKER_ID = "test-worker"
@@ -128,19 +128,24 @@ def job_headers(
     completion: Literal["callback", "reply"] = "callback",
     overrides: Mapping[str, str | None] | None = None,
 ) -> list[tuple[str, str]]:
-    """The headers a worker would send (signed, scheme v2, when the function has a secret)."""
-    headers: dict[str, str | None] = {
-        "content-type": "application/json",
-        "x-worker-id": TEST_WORKER_ID,
-        "x-job-id": job_id,
-        "x-database-id": TEST_DATABASE_ID,
-        "x-callback-url": TEST_CALLBACK_URL,
-        "x-task-identifier": fn.name,
-        "x-job-attempt": "1",
-        "x-job-max-attempts": "25",
-    }
-    if completion == "reply":
-        headers["x-job-completion"] = protocol.COMPLETION_REPLY
+    """The headers a worker would send (signed, scheme v2, when the function has a secret).
+
+    Built by :func:`jobfn.protocol.dispatch_headers` (as a worker builds them), then
+    ``overrides`` applied (a ``None`` value drops the header); the signature is made last, over
+    the final headers, unless ``overrides`` names one.
+    """
+    base = protocol.dispatch_headers(
+        worker_id=TEST_WORKER_ID,
+        callback_url=TEST_CALLBACK_URL,
+        job_id=job_id,
+        task=fn.name,
+        attempt=1,
+        max_attempts=25,
+        body=body,
+        database_id=TEST_DATABASE_ID,
+        completion_reply=completion == "reply",
+    )
+    headers: dict[str, str | None] = {name.lower(): value for name, value in base}
     for name, value in (overrides or {}).items():
         headers[name.lower()] = value
     signer = fn.signer

@@ -7,10 +7,11 @@
 -- (when the callback names one) and for the callback's tenant (when it names one), and hands
 -- only that row to the settling function, all in one statement (one transaction): a re-claim
 -- for the next attempt waits for the lock and cannot be settled by the late callback.
+-- complete_attempt and fail_attempt also return the job's task (the outcome metrics count it).
 
 -- name: complete_attempt
 WITH held AS MATERIALIZED (
-  SELECT j.id
+  SELECT j.id, j.task_identifier
     FROM {schema}.jobs j
    WHERE j.id = %(job_id)s::bigint
      AND j.locked_by = %(worker_id)s::text
@@ -18,12 +19,14 @@ WITH held AS MATERIALIZED (
      AND (%(database_id)s::text IS NULL OR j.database_id::text = %(database_id)s::text)
      FOR UPDATE OF j
 )
-SELECT * FROM {schema}.complete_jobs(%(worker_id)s::text, ARRAY(SELECT id FROM held),
-                                     ARRAY[%(result)s::json]);
+SELECT c.job_id, held.task_identifier
+  FROM {schema}.complete_jobs(%(worker_id)s::text, ARRAY(SELECT id FROM held),
+                              ARRAY[%(result)s::json]) AS c(job_id)
+  JOIN held ON held.id = c.job_id;
 
 -- name: fail_attempt
 WITH held AS MATERIALIZED (
-  SELECT j.id
+  SELECT j.id, j.task_identifier
     FROM {schema}.jobs j
    WHERE j.id = %(job_id)s::bigint
      AND j.locked_by = %(worker_id)s::text
@@ -31,9 +34,10 @@ WITH held AS MATERIALIZED (
      AND (%(database_id)s::text IS NULL OR j.database_id::text = %(database_id)s::text)
      FOR UPDATE OF j
 )
-SELECT job_id, outcome
+SELECT f.job_id, f.outcome, held.task_identifier
   FROM {schema}.fail_jobs(%(worker_id)s::text, ARRAY(SELECT id FROM held),
-                          ARRAY[%(message)s::text], ARRAY[%(retryable)s::boolean]);
+                          ARRAY[%(message)s::text], ARRAY[%(retryable)s::boolean]) AS f
+  JOIN held ON held.id = f.job_id;
 
 -- name: progress_attempt
 UPDATE {schema}.jobs j

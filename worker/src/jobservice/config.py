@@ -1,14 +1,16 @@
 """Environment → frozen :class:`Settings` for the job service.
 
 Every variable the service reads is listed once in :data:`VARIABLES` (name, default, meaning);
-the README's table is that list. Reference names (contract section 6) keep their meaning; new
-ones start with ``JOBS_``. A malformed value raises :class:`ConfigError` whose message is one
-line naming the variable and what it expects.
+the README's table is that list. Each default is written once, as the default of its
+:class:`Settings` field: :data:`VARIABLES` shows it and :func:`load_settings` falls back to it.
+Values are read with :class:`jobfn.env.Env`, the project's one environment reader.
+Names the reference job service reads keep their meaning; new ones start with ``JOBS_``. A
+malformed value raises :class:`ConfigError` whose message is one line naming the variable and
+what it expects.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import socket
@@ -18,15 +20,13 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from jobfn import security
+from jobfn.env import Env, EnvError
+from jobfn.env import parse_bool as _parse_bool
 
 
-class ConfigError(ValueError):
-    """A variable is missing or malformed; ``str(error)`` is one line naming it."""
-
-    def __init__(self, variable: str, expected: str, value: str | None = None) -> None:
-        shown = "" if value is None else f" (got {value!r})"
-        super().__init__(f"{variable}: expected {expected}{shown}")
-        self.variable = variable
+class ConfigError(EnvError):
+    """A variable is missing or malformed; ``str(error)`` is one line naming it
+    (``VARIABLE: expected … (got …)``)."""
 
 
 class Variable(NamedTuple):
@@ -37,115 +37,12 @@ class Variable(NamedTuple):
     meaning: str
 
 
-VARIABLES: tuple[Variable, ...] = (
-    Variable("DATABASE_URL", "(unset: libpq reads PG*)", "job database connection URL"),
-    Variable("PGHOST PGPORT PGUSER PGPASSWORD PGDATABASE", "libpq defaults", "job database"),
-    Variable("JOBS_SCHEMA", "app_jobs", "schema holding the jobs tables and functions"),
-    Variable("HOSTNAME", "worker-<host>-<pid>", "worker id (X-Worker-Id, locked_by); ≥ 4 chars"),
-    Variable("JOBS_WORKER_ID", "(unset)", "overrides HOSTNAME as the worker id"),
-    Variable("JOBS_SUPPORT_ANY", "true", "run every task; false → only JOBS_SUPPORTED"),
-    Variable("JOBS_SUPPORTED", "(empty)", "comma-separated task identifiers to run"),
-    Variable(
-        "INTERNAL_GATEWAY_DEVELOPMENT_MAP",
-        "{}",
-        'JSON {"task": "full URL"}; first routing rule, honoured in every environment',
-    ),
-    Variable(
-        "JOBS_GATEWAY_URL_TEMPLATE",
-        "(unset)",
-        "URL template with {task} (task made DNS-safe), e.g. http://{task}.fns.svc",
-    ),
-    Variable(
-        "INTERNAL_GATEWAY_URL",
-        "http://gateway:8080",
-        "base URL: a job goes to base + '/' + task; a value with {task} is a template",
-    ),
-    Variable("KNATIVE_SERVICE_URL", "(unset)", "base URL used when INTERNAL_GATEWAY_URL is unset"),
-    Variable(
-        "JOBS_INPROCESS",
-        "{}",
-        'JSON {"task": "module:attr"}: run these tasks in the worker process (jobfn functions)',
-    ),
-    Variable("JOBS_CONCURRENCY", "10", "jobs run at once by this worker (all tasks)"),
-    Variable("JOBS_TASK_CONCURRENCY", "{}", 'JSON {"task": n}: at most n at once for that task'),
-    Variable("JOBS_CLAIM_BATCH", "100", "most jobs claimed in one statement"),
-    Variable(
-        "JOBS_PREFETCH",
-        "auto",
-        "jobs claimed ahead of free slots (auto: enough to cover two claims' time, ≤ 2 batches)",
-    ),
-    Variable("JOBS_POLL_INTERVAL", "1.0", "seconds between polls when no notification wakes us"),
-    Variable("JOBS_REQUEST_TIMEOUT", "300", "seconds a function may take to reply"),
-    Variable("JOBS_TASK_TIMEOUT", "{}", 'JSON {"task": seconds}: per-task request timeout'),
-    Variable("JOBS_CALLBACK_DEADLINE", "900", "seconds a 202-answered job waits for its callback"),
-    Variable("JOBS_JOB_EXPIRY", "14400", "seconds after which a lock of an unknown worker expires"),
-    Variable("JOBS_HEARTBEAT_INTERVAL", "10", "seconds between worker heartbeats"),
-    Variable("JOBS_DEAD_WORKER_AFTER", "45", "seconds without heartbeat before a worker is dead"),
-    Variable(
-        "JOBS_ROUTE_BACKOFF_MIN",
-        "0.5",
-        "seconds a function route is left alone after it was first found unreachable",
-    ),
-    Variable(
-        "JOBS_ROUTE_BACKOFF_MAX",
-        "30",
-        "most seconds an unreachable function route is left alone (doubling, with jitter)",
-    ),
-    Variable("JOBS_SHUTDOWN_GRACE", "25", "seconds to finish in-flight jobs on SIGTERM/SIGINT"),
-    Variable("JOBS_SETTLE_BATCH", "200", "outcomes written in one statement, at most"),
-    Variable("JOBS_SETTLE_DELAY_MS", "1", "ms to gather outcomes before writing them"),
-    Variable(
-        "JOBS_SIGNING_SECRET",
-        "(required)",
-        "HMAC secret (≥ 32 bytes): sign dispatches, check callbacks; or JOBS_SIGNING_SECRET_FILE",
-    ),
-    Variable(
-        "JOBS_SIGNING_SECRET_PREVIOUS",
-        "(unset)",
-        "the secret being rotated out: still accepted on callbacks; or ..._PREVIOUS_FILE",
-    ),
-    Variable("JOBS_SIGNING_SECRET_FILE", "(unset)", "file holding JOBS_SIGNING_SECRET"),
-    Variable(
-        "JOBS_SIGNING_SECRET_PREVIOUS_FILE", "(unset)", "file holding JOBS_SIGNING_SECRET_PREVIOUS"
-    ),
-    Variable(
-        "JOBS_INSECURE_CALLBACKS",
-        "false",
-        "true: accept unsigned callbacks (reference Node functions), start without a secret",
-    ),
-    Variable(
-        "JOBS_MAX_REPLY_BYTES",
-        "1048576",
-        "largest function reply read (after decompression); larger → failed attempt",
-    ),
-    Variable("INTERNAL_JOBS_CALLBACK_PORT", "12345", "callback server port"),
-    Variable("JOBS_CALLBACK_HOST", "jobs-callback", "host in the default callback URL"),
-    Variable("JOBS_CALLBACK_BIND", "0.0.0.0", "interface the callback server listens on"),
-    Variable(
-        "INTERNAL_JOBS_CALLBACK_URL",
-        "http://<JOBS_CALLBACK_HOST>:<port>/callback",
-        "X-Callback-Url sent to functions",
-    ),
-    Variable("JOBS_WORKER_ENABLED", "true", "run the worker"),
-    Variable("JOBS_CALLBACK_SERVER_ENABLED", "true", "run the callback server"),
-    Variable("JOBS_SCHEDULER_ENABLED", "true", "run the scheduler"),
-    Variable("JOBS_CRON_TZ", "UTC", "time zone of schedules that name none"),
-    Variable("JOBS_SCHEDULER_POLL_INTERVAL", "1.0", "seconds between scheduler passes"),
-    Variable("JOBS_METRICS_PORT", "(unset)", "own port for /metrics (always on the callback port)"),
-    Variable("JOBS_METRICS_INTERVAL", "15", "seconds between queue depth/lag queries"),
-    Variable("JOBS_DB_POOL_SIZE", "6", "PostgreSQL connections of the pool (plus one LISTEN)"),
-    Variable("JOBS_LOG_LEVEL", "INFO", "DEBUG logs every job; INFO logs failures and lifecycle"),
-    Variable(
-        "JOBS_API_TOKEN",
-        "(unset)",
-        "bearer token of the HTTP API and dashboard (required unless bound to loopback)",
-    ),
-    Variable("JOBS_HISTORY_RETENTION", "7d", "finished jobs older than this are pruned"),
-)
+DEFAULT_CALLBACK_HOST = "jobs-callback"
+"""``JOBS_CALLBACK_HOST`` when unset: the host of the default callback URL."""
+DEFAULT_HISTORY_RETENTION = "7d"
+"""``JOBS_HISTORY_RETENTION`` when unset (``Settings.history_retention`` is it in seconds)."""
 
-_TRUE = frozenset({"true", "1", "yes", "on"})
-_FALSE = frozenset({"false", "0", "no", "off"})
-_BOOL_EXPECTED = "a boolean (true/false, 1/0, yes/no, on/off)"
+
 _MODULE_ATTR = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
 
@@ -186,7 +83,7 @@ class Settings:
     max_reply_bytes: int = 1024 * 1024
     callback_port: int = 12345
     callback_bind: str = "0.0.0.0"
-    callback_url: str = "http://jobs-callback:12345/callback"
+    callback_url: str = f"http://{DEFAULT_CALLBACK_HOST}:12345/callback"
     worker_enabled: bool = True
     callback_server_enabled: bool = True
     scheduler_enabled: bool = True
@@ -210,78 +107,198 @@ class Settings:
         return self.task_timeouts.get(task, self.request_timeout)
 
 
+def _shown(value: object) -> str:
+    """A :class:`Settings` default as the variables table shows it."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+_D = Settings()
+"""The defaults (one source: the :class:`Settings` field defaults)."""
+
+VARIABLES: tuple[Variable, ...] = (
+    Variable("DATABASE_URL", "(unset: libpq reads PG*)", "job database connection URL"),
+    Variable("PGHOST PGPORT PGUSER PGPASSWORD PGDATABASE", "libpq defaults", "job database"),
+    Variable("JOBS_SCHEMA", _D.schema, "schema holding the jobs tables and functions"),
+    Variable("HOSTNAME", "worker-<host>-<pid>", "worker id (X-Worker-Id, locked_by); ≥ 4 chars"),
+    Variable("JOBS_WORKER_ID", "(unset)", "overrides HOSTNAME as the worker id"),
+    Variable(
+        "JOBS_SUPPORT_ANY", _shown(_D.support_any), "run every task; false → only JOBS_SUPPORTED"
+    ),
+    Variable("JOBS_SUPPORTED", "(empty)", "comma-separated task identifiers to run"),
+    Variable(
+        "INTERNAL_GATEWAY_DEVELOPMENT_MAP",
+        "{}",
+        'JSON {"task": "full URL"}; first routing rule, honoured in every environment',
+    ),
+    Variable(
+        "JOBS_GATEWAY_URL_TEMPLATE",
+        "(unset)",
+        "URL template with {task} (task made DNS-safe), e.g. http://{task}.fns.svc",
+    ),
+    Variable(
+        "INTERNAL_GATEWAY_URL",
+        _D.gateway_url,
+        "base URL: a job goes to base + '/' + task; a value with {task} is a template",
+    ),
+    Variable("KNATIVE_SERVICE_URL", "(unset)", "base URL used when INTERNAL_GATEWAY_URL is unset"),
+    Variable(
+        "JOBS_INPROCESS",
+        "{}",
+        'JSON {"task": "module:attr"}: run these tasks in the worker process (jobfn functions)',
+    ),
+    Variable(
+        "JOBS_CONCURRENCY", _shown(_D.concurrency), "jobs run at once by this worker (all tasks)"
+    ),
+    Variable("JOBS_TASK_CONCURRENCY", "{}", 'JSON {"task": n}: at most n at once for that task'),
+    Variable("JOBS_CLAIM_BATCH", _shown(_D.claim_batch), "most jobs claimed in one statement"),
+    Variable(
+        "JOBS_PREFETCH",
+        "auto",
+        "jobs claimed ahead of free slots (auto: enough to cover two claims' time, ≤ 2 batches)",
+    ),
+    Variable(
+        "JOBS_POLL_INTERVAL",
+        _shown(_D.poll_interval),
+        "seconds between polls when no notification wakes us",
+    ),
+    Variable(
+        "JOBS_REQUEST_TIMEOUT", _shown(_D.request_timeout), "seconds a function may take to reply"
+    ),
+    Variable("JOBS_TASK_TIMEOUT", "{}", 'JSON {"task": seconds}: per-task request timeout'),
+    Variable(
+        "JOBS_CALLBACK_DEADLINE",
+        _shown(_D.callback_deadline),
+        "seconds a 202-answered job waits for its callback",
+    ),
+    Variable(
+        "JOBS_JOB_EXPIRY",
+        _shown(_D.job_expiry),
+        "seconds after which a lock of an unknown worker expires",
+    ),
+    Variable(
+        "JOBS_HEARTBEAT_INTERVAL",
+        _shown(_D.heartbeat_interval),
+        "seconds between worker heartbeats",
+    ),
+    Variable(
+        "JOBS_DEAD_WORKER_AFTER",
+        _shown(_D.dead_worker_after),
+        "seconds without heartbeat before a worker is dead",
+    ),
+    Variable(
+        "JOBS_ROUTE_BACKOFF_MIN",
+        _shown(_D.route_backoff_min),
+        "seconds a function route is left alone after it was first found unreachable",
+    ),
+    Variable(
+        "JOBS_ROUTE_BACKOFF_MAX",
+        _shown(_D.route_backoff_max),
+        "most seconds an unreachable function route is left alone (doubling, with jitter)",
+    ),
+    Variable(
+        "JOBS_SHUTDOWN_GRACE",
+        _shown(_D.shutdown_grace),
+        "seconds to finish in-flight jobs on SIGTERM/SIGINT",
+    ),
+    Variable(
+        "JOBS_SETTLE_BATCH", _shown(_D.settle_batch), "outcomes written in one statement, at most"
+    ),
+    Variable(
+        "JOBS_SETTLE_DELAY_MS",
+        _shown(_D.settle_delay * 1000),
+        "ms to gather outcomes before writing them",
+    ),
+    Variable(
+        "JOBS_SIGNING_SECRET",
+        "(required)",
+        "HMAC secret (≥ 32 bytes): sign dispatches, check callbacks; or JOBS_SIGNING_SECRET_FILE",
+    ),
+    Variable(
+        "JOBS_SIGNING_SECRET_PREVIOUS",
+        "(unset)",
+        "the secret being rotated out: still accepted on callbacks; or ..._PREVIOUS_FILE",
+    ),
+    Variable("JOBS_SIGNING_SECRET_FILE", "(unset)", "file holding JOBS_SIGNING_SECRET"),
+    Variable(
+        "JOBS_SIGNING_SECRET_PREVIOUS_FILE", "(unset)", "file holding JOBS_SIGNING_SECRET_PREVIOUS"
+    ),
+    Variable(
+        "JOBS_INSECURE_CALLBACKS",
+        _shown(_D.insecure_callbacks),
+        "true: accept unsigned callbacks (reference Node functions), start without a secret",
+    ),
+    Variable(
+        "JOBS_MAX_REPLY_BYTES",
+        _shown(_D.max_reply_bytes),
+        "largest function reply read (after decompression); larger → failed attempt",
+    ),
+    Variable("INTERNAL_JOBS_CALLBACK_PORT", _shown(_D.callback_port), "callback server port"),
+    Variable("JOBS_CALLBACK_HOST", DEFAULT_CALLBACK_HOST, "host in the default callback URL"),
+    Variable("JOBS_CALLBACK_BIND", _D.callback_bind, "interface the callback server listens on"),
+    Variable(
+        "INTERNAL_JOBS_CALLBACK_URL",
+        "http://<JOBS_CALLBACK_HOST>:<port>/callback",
+        "X-Callback-Url sent to functions",
+    ),
+    Variable("JOBS_WORKER_ENABLED", _shown(_D.worker_enabled), "run the worker"),
+    Variable(
+        "JOBS_CALLBACK_SERVER_ENABLED",
+        _shown(_D.callback_server_enabled),
+        "run the callback server",
+    ),
+    Variable("JOBS_SCHEDULER_ENABLED", _shown(_D.scheduler_enabled), "run the scheduler"),
+    Variable("JOBS_CRON_TZ", _D.cron_tz, "time zone of schedules that name none"),
+    Variable(
+        "JOBS_SCHEDULER_POLL_INTERVAL",
+        _shown(_D.scheduler_poll_interval),
+        "seconds between scheduler passes",
+    ),
+    Variable("JOBS_METRICS_PORT", "(unset)", "own port for /metrics (always on the callback port)"),
+    Variable(
+        "JOBS_METRICS_INTERVAL",
+        _shown(_D.metrics_interval),
+        "seconds between queue depth/lag queries",
+    ),
+    Variable(
+        "JOBS_DB_POOL_SIZE",
+        _shown(_D.db_pool_size),
+        "PostgreSQL connections of the pool (plus one LISTEN)",
+    ),
+    Variable(
+        "JOBS_LOG_LEVEL", _D.log_level, "DEBUG logs every job; INFO logs failures and lifecycle"
+    ),
+    Variable(
+        "JOBS_API_TOKEN",
+        "(unset)",
+        "bearer token (≥ 32 bytes) of the HTTP API and dashboard (required unless bound to "
+        "loopback); or JOBS_API_TOKEN_FILE",
+    ),
+    Variable(
+        "JOBS_HISTORY_RETENTION",
+        DEFAULT_HISTORY_RETENTION,
+        "finished jobs older than this are pruned",
+    ),
+)
+
+
 def parse_bool(name: str, raw: str) -> bool:
     """``true/false, 1/0, yes/no, on/off`` (any case) → bool, else :class:`ConfigError`."""
-    value = raw.strip().lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    raise ConfigError(name, _BOOL_EXPECTED, raw)
+    return _parse_bool(name, raw, error=ConfigError)
 
 
-class _Reader:
-    """Reads typed values out of an environment mapping, naming the variable on errors."""
-
-    def __init__(self, env: Mapping[str, str]) -> None:
-        self.env = env
-
-    def text(self, name: str) -> str | None:
-        value = self.env.get(name, "").strip()
-        return value or None
-
-    def boolean(self, name: str, default: bool) -> bool:
-        raw = self.text(name)
-        return default if raw is None else parse_bool(name, raw)
-
-    def integer(self, name: str, default: int, *, minimum: int = 1, maximum: int = 2**31) -> int:
-        raw = self.text(name)
-        if raw is None:
-            return default
-        try:
-            value = int(raw)
-        except ValueError:
-            raise ConfigError(name, f"an integer from {minimum} to {maximum}", raw) from None
-        if not minimum <= value <= maximum:
-            raise ConfigError(name, f"an integer from {minimum} to {maximum}", raw)
-        return value
-
-    def seconds(self, name: str, default: float, *, minimum: float = 0.0) -> float:
-        raw = self.text(name)
-        if raw is None:
-            return default
-        try:
-            value = float(raw)
-        except ValueError:
-            raise ConfigError(name, f"a number of seconds ≥ {minimum:g}", raw) from None
-        if not value >= minimum or value == float("inf"):
-            raise ConfigError(name, f"a number of seconds ≥ {minimum:g}", raw)
-        return value
-
-    def json_map(self, name: str, expected: str) -> dict[str, object]:
-        raw = self.text(name)
-        if raw is None:
-            return {}
-        try:
-            value = json.loads(raw)
-        except ValueError:
-            raise ConfigError(name, expected, raw) from None
-        if not isinstance(value, dict):
-            raise ConfigError(name, expected, raw)
-        return value
-
-
-def _string_map(reader: _Reader, name: str, expected: str) -> dict[str, str]:
-    raw = reader.json_map(name, expected)
+def _string_map(reader: Env, name: str, expected: str) -> dict[str, str]:
+    raw = reader.json_object(name, expected)
     if not all(isinstance(v, str) and v for v in raw.values()):
         raise ConfigError(name, expected, reader.text(name))
     return {k: str(v) for k, v in raw.items()}
 
 
-def _number_map(
-    reader: _Reader, name: str, expected: str, *, integer: bool
-) -> dict[str, float | int]:
-    raw = reader.json_map(name, expected)
+def _number_map(reader: Env, name: str, expected: str, *, integer: bool) -> dict[str, float | int]:
+    raw = reader.json_object(name, expected)
     out: dict[str, float | int] = {}
     for key, value in raw.items():
         ok = isinstance(value, int | float) and not isinstance(value, bool) and value > 0
@@ -293,12 +310,10 @@ def _number_map(
     return out
 
 
-def _retention(reader: _Reader) -> float:
+def _retention(reader: Env) -> float:
     from jobservice.durations import EXPECTED, parse_duration
 
-    raw = reader.text("JOBS_HISTORY_RETENTION")
-    if raw is None:
-        return 7 * 86400.0
+    raw = reader.text("JOBS_HISTORY_RETENTION") or DEFAULT_HISTORY_RETENTION
     delta = parse_duration(raw)
     if delta is None or delta.total_seconds() <= 0:
         raise ConfigError("JOBS_HISTORY_RETENTION", EXPECTED, raw)
@@ -316,7 +331,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     Raises :class:`ConfigError` (one line naming the variable) on a malformed value.
     """
     env = os.environ if env is None else env
-    r = _Reader(env)
+    r = Env(env, error=ConfigError)
 
     worker_id = r.text("JOBS_WORKER_ID") or r.text("HOSTNAME") or default_worker_id()
     if len(worker_id) < 4:
@@ -335,11 +350,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     template = r.text("JOBS_GATEWAY_URL_TEMPLATE")
     if template is not None and "{task}" not in template:
         raise ConfigError("JOBS_GATEWAY_URL_TEMPLATE", "a URL containing {task}", template)
-    gateway_url = (
-        r.text("INTERNAL_GATEWAY_URL") or r.text("KNATIVE_SERVICE_URL") or "http://gateway:8080"
-    )
+    gateway_url = r.text("INTERNAL_GATEWAY_URL") or r.text("KNATIVE_SERVICE_URL") or _D.gateway_url
 
-    concurrency = r.integer("JOBS_CONCURRENCY", 10, maximum=10_000)
+    concurrency = r.integer("JOBS_CONCURRENCY", _D.concurrency, maximum=10_000)
     task_concurrency = {
         k: int(v)
         for k, v in _number_map(
@@ -353,8 +366,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ).items()
     }
 
-    heartbeat = r.seconds("JOBS_HEARTBEAT_INTERVAL", 10.0, minimum=0.05)
-    dead_after = r.seconds("JOBS_DEAD_WORKER_AFTER", 45.0, minimum=0.1)
+    heartbeat = r.seconds("JOBS_HEARTBEAT_INTERVAL", _D.heartbeat_interval, minimum=0.05)
+    dead_after = r.seconds("JOBS_DEAD_WORKER_AFTER", _D.dead_worker_after, minimum=0.1)
     if dead_after < 2 * heartbeat:
         raise ConfigError(
             "JOBS_DEAD_WORKER_AFTER",
@@ -362,29 +375,29 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             r.text("JOBS_DEAD_WORKER_AFTER") or f"{dead_after:g}",
         )
 
-    port = r.integer("INTERNAL_JOBS_CALLBACK_PORT", 12345, minimum=0, maximum=65535)
-    callback_host = r.text("JOBS_CALLBACK_HOST") or "jobs-callback"
+    port = r.integer("INTERNAL_JOBS_CALLBACK_PORT", _D.callback_port, minimum=0, maximum=65535)
+    callback_host = r.text("JOBS_CALLBACK_HOST") or DEFAULT_CALLBACK_HOST
     callback_url = r.text("INTERNAL_JOBS_CALLBACK_URL") or f"http://{callback_host}:{port}/callback"
     metrics_raw = r.text("JOBS_METRICS_PORT")
     metrics_port = (
         None if metrics_raw is None else r.integer("JOBS_METRICS_PORT", 0, minimum=0, maximum=65535)
     )
-    cron_tz = r.text("JOBS_CRON_TZ") or "UTC"
+    cron_tz = r.text("JOBS_CRON_TZ") or _D.cron_tz
     try:
         zoneinfo.ZoneInfo(cron_tz)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
         raise ConfigError("JOBS_CRON_TZ", "an IANA time zone, e.g. Europe/Paris", cron_tz) from None
-    log_level = (r.text("JOBS_LOG_LEVEL") or "INFO").upper()
+    log_level = (r.text("JOBS_LOG_LEVEL") or _D.log_level).upper()
     if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         raise ConfigError("JOBS_LOG_LEVEL", "one of DEBUG, INFO, WARNING, ERROR", log_level)
 
-    insecure_callbacks = r.boolean("JOBS_INSECURE_CALLBACKS", False)
+    insecure_callbacks = r.flag("JOBS_INSECURE_CALLBACKS", _D.insecure_callbacks)
     try:
         secrets = security.signing_secrets(env)
     except security.SecretError as exc:
         raise ConfigError(exc.variable, exc.expected + exc.detail) from None
-    worker_or_callbacks = r.boolean("JOBS_WORKER_ENABLED", True) or r.boolean(
-        "JOBS_CALLBACK_SERVER_ENABLED", True
+    worker_or_callbacks = r.flag("JOBS_WORKER_ENABLED", _D.worker_enabled) or r.flag(
+        "JOBS_CALLBACK_SERVER_ENABLED", _D.callback_server_enabled
     )
     if not secrets and not insecure_callbacks and worker_or_callbacks:
         raise ConfigError(
@@ -394,11 +407,16 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             "callbacks instead)",
         )
 
+    try:
+        api_token = security.read_secret("JOBS_API_TOKEN", env)
+    except security.SecretError as exc:
+        raise ConfigError(exc.variable, exc.expected + exc.detail) from None
+
     settings = Settings(
         conninfo=r.text("DATABASE_URL") or "",
-        schema=r.text("JOBS_SCHEMA") or "app_jobs",
+        schema=r.text("JOBS_SCHEMA") or _D.schema,
         worker_id=worker_id,
-        support_any=r.boolean("JOBS_SUPPORT_ANY", True),
+        support_any=r.flag("JOBS_SUPPORT_ANY", _D.support_any),
         supported=supported,
         gateway_map=gateway_map,
         gateway_template=template,
@@ -406,41 +424,43 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         inprocess=inprocess,
         concurrency=concurrency,
         task_concurrency=task_concurrency,
-        claim_batch=r.integer("JOBS_CLAIM_BATCH", 100, maximum=10_000),
+        claim_batch=r.integer("JOBS_CLAIM_BATCH", _D.claim_batch, maximum=10_000),
         prefetch=None
         if (r.text("JOBS_PREFETCH") or "auto").lower() == "auto"
         else r.integer("JOBS_PREFETCH", 0, minimum=0, maximum=100_000),
-        poll_interval=r.seconds("JOBS_POLL_INTERVAL", 1.0, minimum=0.01),
-        request_timeout=r.seconds("JOBS_REQUEST_TIMEOUT", 300.0, minimum=0.001),
+        poll_interval=r.seconds("JOBS_POLL_INTERVAL", _D.poll_interval, minimum=0.01),
+        request_timeout=r.seconds("JOBS_REQUEST_TIMEOUT", _D.request_timeout, minimum=0.001),
         task_timeouts=task_timeouts,
-        callback_deadline=r.seconds("JOBS_CALLBACK_DEADLINE", 900.0, minimum=0.001),
-        job_expiry=r.seconds("JOBS_JOB_EXPIRY", 14400.0, minimum=1.0),
+        callback_deadline=r.seconds("JOBS_CALLBACK_DEADLINE", _D.callback_deadline, minimum=0.001),
+        job_expiry=r.seconds("JOBS_JOB_EXPIRY", _D.job_expiry, minimum=1.0),
         heartbeat_interval=heartbeat,
         dead_worker_after=dead_after,
-        route_backoff_min=r.seconds("JOBS_ROUTE_BACKOFF_MIN", 0.5, minimum=0.001),
-        route_backoff_max=r.seconds("JOBS_ROUTE_BACKOFF_MAX", 30.0, minimum=0.001),
-        shutdown_grace=r.seconds("JOBS_SHUTDOWN_GRACE", 25.0),
-        settle_batch=r.integer("JOBS_SETTLE_BATCH", 200, maximum=10_000),
-        settle_delay=r.seconds("JOBS_SETTLE_DELAY_MS", 1.0) / 1000.0,
+        route_backoff_min=r.seconds("JOBS_ROUTE_BACKOFF_MIN", _D.route_backoff_min, minimum=0.001),
+        route_backoff_max=r.seconds("JOBS_ROUTE_BACKOFF_MAX", _D.route_backoff_max, minimum=0.001),
+        shutdown_grace=r.seconds("JOBS_SHUTDOWN_GRACE", _D.shutdown_grace),
+        settle_batch=r.integer("JOBS_SETTLE_BATCH", _D.settle_batch, maximum=10_000),
+        settle_delay=r.seconds("JOBS_SETTLE_DELAY_MS", _D.settle_delay * 1000.0) / 1000.0,
         signing_secret=secrets[0] if secrets else None,
         signing_secret_previous=secrets[1] if len(secrets) > 1 else None,
         insecure_callbacks=insecure_callbacks,
         max_reply_bytes=r.integer(
-            "JOBS_MAX_REPLY_BYTES", 1024 * 1024, minimum=1024, maximum=2**31 - 1
+            "JOBS_MAX_REPLY_BYTES", _D.max_reply_bytes, minimum=1024, maximum=2**31 - 1
         ),
         callback_port=port,
-        callback_bind=r.text("JOBS_CALLBACK_BIND") or "0.0.0.0",
+        callback_bind=r.text("JOBS_CALLBACK_BIND") or _D.callback_bind,
         callback_url=callback_url,
-        worker_enabled=r.boolean("JOBS_WORKER_ENABLED", True),
-        callback_server_enabled=r.boolean("JOBS_CALLBACK_SERVER_ENABLED", True),
-        scheduler_enabled=r.boolean("JOBS_SCHEDULER_ENABLED", True),
+        worker_enabled=r.flag("JOBS_WORKER_ENABLED", _D.worker_enabled),
+        callback_server_enabled=r.flag("JOBS_CALLBACK_SERVER_ENABLED", True),
+        scheduler_enabled=r.flag("JOBS_SCHEDULER_ENABLED", _D.scheduler_enabled),
         cron_tz=cron_tz,
-        scheduler_poll_interval=r.seconds("JOBS_SCHEDULER_POLL_INTERVAL", 1.0, minimum=0.01),
+        scheduler_poll_interval=r.seconds(
+            "JOBS_SCHEDULER_POLL_INTERVAL", _D.scheduler_poll_interval, minimum=0.01
+        ),
         metrics_port=metrics_port,
-        metrics_interval=r.seconds("JOBS_METRICS_INTERVAL", 15.0, minimum=0.05),
-        db_pool_size=r.integer("JOBS_DB_POOL_SIZE", 6, minimum=2, maximum=1000),
+        metrics_interval=r.seconds("JOBS_METRICS_INTERVAL", _D.metrics_interval, minimum=0.05),
+        db_pool_size=r.integer("JOBS_DB_POOL_SIZE", _D.db_pool_size, minimum=2, maximum=1000),
         log_level=log_level,
-        api_token=r.text("JOBS_API_TOKEN"),
+        api_token=api_token,
         history_retention=_retention(r),
     )
     if settings.worker_enabled and not settings.support_any and not settings.supported:

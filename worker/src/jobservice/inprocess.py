@@ -1,7 +1,7 @@
 """Functions run inside the worker process (``JOBS_INPROCESS``): import and lifespan.
 
 A target ``"module:attr"`` names a ``jobfn`` ``JobFunction`` (or any ASGI application); the
-worker calls it through its ASGI interface (:meth:`jobservice.dispatch.Dispatcher.asgi`). The
+worker calls it through its ASGI interface (:class:`jobservice.transport.AsgiTransport`). The
 ASGI lifespan protocol is run around the worker's life, as uvicorn's ``lifespan="auto"`` does:
 an application that does not speak it is used as is.
 """
@@ -17,7 +17,7 @@ from typing import Any
 from jobfn import JobFunction
 from jobfn.errors import ConfigError as JobFnConfigError
 from jobservice.config import ConfigError
-from jobservice.dispatch import Asgi, Message
+from jobservice.transport import Asgi, Message
 
 
 def load(target: str) -> Asgi:
@@ -36,6 +36,8 @@ def load(target: str) -> Asgi:
             raise ConfigError(
                 "JOBS_INPROCESS", f"a function that can start: {exc}", target
             ) from None
+        asgi: Asgi = obj.asgi  # the ASGI app built from the function
+        return asgi
     if not callable(obj):
         raise ConfigError("JOBS_INPROCESS", "an ASGI application (a jobfn function)", target)
     app: Asgi = obj

@@ -1,8 +1,9 @@
 """``LISTEN "jobs:insert"`` on a dedicated connection, and a check that notifications arrive.
 
-Wake-ups: every notification on ``jobs:insert`` calls ``on_wake``; so does every (re)connect,
-to catch up on anything missed while disconnected. The worker also polls, so a lost
-notification only delays a job by the poll interval.
+One listener per service: the worker and the scheduler both :meth:`Listener.subscribe` to it
+(one LISTEN connection). Wake-ups: every notification on ``jobs:insert`` calls every
+subscriber; so does every (re)connect, to catch up on anything missed while disconnected.
+The worker also polls, so a lost notification only delays a job by the poll interval.
 
 Detecting that notifications stopped arriving (for example behind a transaction-pooling
 PgBouncer, where LISTEN "works" but nothing is delivered): every ``probe_interval`` seconds
@@ -25,11 +26,14 @@ import psycopg
 
 from jobservice.logs import event
 from jobservice.queries import Queries
+from jobservice.retry import DB_ERRORS, Backoff
 
 log = logging.getLogger("jobservice.listener")
 
 INSERT_CHANNEL = "jobs:insert"
 PROBE_CHANNEL = "jobs:probe"
+SCHEDULED_CHANNEL = "scheduled_jobs:insert"
+"""New or changed schedules (the scheduler subscribes to it)."""
 
 
 class Listener:
@@ -41,7 +45,7 @@ class Listener:
         queries: Queries,
         *,
         worker_id: str,
-        on_wake: Callable[[], None],
+        on_wake: Callable[[], None] | None = None,
         send_probe: Callable[[str], Awaitable[None]],
         poll_interval: float,
         probe_interval: float = 30.0,
@@ -51,7 +55,10 @@ class Listener:
         self.conninfo = conninfo
         self.queries = queries
         self.worker_id = worker_id
-        self.on_wake = on_wake
+        self._subscribers: dict[str, list[Callable[[], None]]] = {
+            INSERT_CHANNEL: [] if on_wake is None else [on_wake],
+            SCHEDULED_CHANNEL: [],
+        }
         self.send_probe = send_probe
         self.poll_interval = poll_interval
         self.probe_interval = probe_interval
@@ -65,19 +72,35 @@ class Listener:
         self._probe_sent_at: float | None = None
         self._next_probe_at = 0.0
 
+    def subscribe(self, on_wake: Callable[[], None], channel: str = INSERT_CHANNEL) -> None:
+        """Call ``on_wake`` on every notification of ``channel`` (``jobs:insert`` or
+        ``scheduled_jobs:insert``) and every (re)connect."""
+        self._subscribers[channel].append(on_wake)
+
+    def on_wake(self) -> None:
+        """Wake every subscriber of every channel (after a (re)connect)."""
+        for wakes in self._subscribers.values():
+            for wake in wakes:
+                wake()
+
     async def run(self) -> None:
         """Listen until cancelled; never raises on database errors."""
-        backoff = 0.05
+        try:
+            await self._run()
+        finally:
+            self.listening.clear()
+
+    async def _run(self) -> None:
+        backoff = Backoff()
         failing = False
         while True:
             try:
                 conn = await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True)
-            except (psycopg.Error, OSError) as exc:
+            except DB_ERRORS as exc:
                 if not failing:
                     event(log, logging.WARNING, "listen_failed", f"cannot LISTEN: {exc}")
                 failing = True
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                await asyncio.sleep(backoff.next())
                 continue
             try:
                 async with conn:
@@ -86,27 +109,28 @@ class Listener:
                     if failing:
                         event(log, logging.INFO, "listen_restored", "listening again")
                     failing = False
-                    backoff = 0.05
+                    backoff.reset()
                     self.on_wake()
                     self._next_probe_at = 0.0
                     self._probe_sent_at = None
                     await self._receive(conn)
-            except (psycopg.Error, OSError) as exc:
+            except DB_ERRORS as exc:
                 self.listening.clear()
                 event(log, logging.WARNING, "listen_lost", f"LISTEN connection lost: {exc}")
                 failing = True
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                await asyncio.sleep(backoff.next())
 
     async def _receive(self, conn: psycopg.AsyncConnection[object]) -> None:
         tick = min(1.0, self.probe_timeout)
         while True:
             await self._maybe_probe()
             async for note in conn.notifies(timeout=tick):
-                if note.channel == INSERT_CHANNEL:
-                    self.on_wake()
-                elif note.channel == PROBE_CHANNEL and note.payload == self._token:
-                    self._probe_arrived()
+                if note.channel == PROBE_CHANNEL:
+                    if note.payload == self._token:
+                        self._probe_arrived()
+                    continue
+                for wake in self._subscribers.get(note.channel, ()):
+                    wake()
             self._check_probe()
 
     async def _maybe_probe(self) -> None:

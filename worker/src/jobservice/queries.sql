@@ -95,5 +95,6 @@ SELECT task_identifier,
 SELECT 1;
 
 -- name: listen
--- New-job notifications, and this service's own liveness probe of the notification path.
-LISTEN "jobs:insert"; LISTEN "jobs:probe";
+-- New-job and new-schedule notifications (the worker and the scheduler share one LISTEN
+-- connection), and this service's own liveness probe of the notification path.
+LISTEN "jobs:insert"; LISTEN "scheduled_jobs:insert"; LISTEN "jobs:probe";

@@ -1,4 +1,4 @@
-"""Where a task goes (pure): an in-process function, or a URL (contract section 2).
+"""Where a task goes: the :class:`~jobservice.transport.Transport` that runs its jobs.
 
 First match wins:
 
@@ -16,16 +16,13 @@ function's (the SQL refuses such identifiers at enqueue too).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Mapping
 from urllib.parse import quote
+
+from jobservice.transport import Asgi, AsgiTransport, Dispatch, HttpTransport, Transport
 
 _NOT_DNS = re.compile(r"[^a-z0-9-]+")
 _DASHES = re.compile(r"-{2,}")
-
-Asgi = Callable[..., Any]
-"""An ASGI application ``app(scope, receive, send)``."""
 
 
 class InvalidTaskError(ValueError):
@@ -45,24 +42,6 @@ def dns_safe(task: str) -> str:
     """``email:send_verification_link`` → ``email-send-verification-link`` (a DNS label)."""
     label = _DASHES.sub("-", _NOT_DNS.sub("-", task.lower())).strip("-")
     return label[:63].rstrip("-") or "task"
-
-
-@dataclass(frozen=True, slots=True)
-class HttpRoute:
-    """POST the job to ``url``."""
-
-    url: str
-
-
-@dataclass(frozen=True, slots=True)
-class InProcessRoute:
-    """Call ``app`` (a ``jobfn`` function's ASGI interface) in this process."""
-
-    target: str
-    app: Asgi
-
-
-Route = HttpRoute | InProcessRoute
 
 
 def url_for(
@@ -86,11 +65,14 @@ def url_for(
 
 
 class Router:
-    """Routes tasks and filters the tasks this worker supports; results cached per task."""
+    """Routes tasks to transports and filters the tasks this worker supports; the transport
+    of each task is built once. :meth:`start`/:meth:`close` open and close what the transports
+    share (:class:`~jobservice.transport.Dispatch`)."""
 
     def __init__(
         self,
         *,
+        dispatch: Dispatch,
         gateway_map: Mapping[str, str],
         template: str | None,
         base_url: str,
@@ -98,35 +80,48 @@ class Router:
         support_any: bool = True,
         supported: tuple[str, ...] = (),
     ) -> None:
+        self.dispatch = dispatch
         self._map = dict(gateway_map)
         self._template = template
         self._base = base_url
         self._inprocess = dict(inprocess or {})
         self.support_any = support_any
         self.supported = supported
-        self._cache: dict[str, Route] = {}
+        self._cache: dict[str, Transport] = {}
+        self._http: dict[str, HttpTransport] = {}
 
     @property
     def task_filter(self) -> list[str] | None:
         """The ``task_identifiers`` argument of ``claim_jobs``: ``None`` means any task."""
         return None if self.support_any else list(self.supported)
 
-    def route(self, task: str) -> Route:
-        """Where ``task`` runs; :class:`InvalidTaskError` for ``.``, ``..`` or ``/`` in it."""
-        route = self._cache.get(task)
-        if route is None:
+    async def start(self) -> None:
+        """Open what the transports share (the HTTP connection pool)."""
+        await self.dispatch.start()
+
+    async def close(self) -> None:
+        """Close it (and cancel in-process calls still running)."""
+        await self.dispatch.close()
+
+    def route(self, task: str) -> Transport:
+        """The transport of ``task``; :class:`InvalidTaskError` for ``.``, ``..`` or ``/``."""
+        transport = self._cache.get(task)
+        if transport is None:
             check_task(task)
             found = self._inprocess.get(task)
             if found is not None:
-                route = InProcessRoute(target=found[0], app=found[1])
+                transport = AsgiTransport(found[0], found[1], self.dispatch)
             else:
-                route = HttpRoute(
-                    url_for(
-                        task, gateway_map=self._map, template=self._template, base_url=self._base
-                    )
+                url = url_for(
+                    task, gateway_map=self._map, template=self._template, base_url=self._base
                 )
-            self._cache[task] = route
-        return route
+                # Tasks sent to the same URL share one transport (and one breaker key).
+                http = self._http.get(url)
+                if http is None:
+                    http = self._http[url] = HttpTransport(url, self.dispatch)
+                transport = http
+            self._cache[task] = transport
+        return transport
 
     def supports(self, task: str) -> bool:
         """Whether this worker runs ``task``."""

@@ -1,6 +1,6 @@
 """``schedule_info`` → the next time a schedule fires (pure: no I/O, no wall clock).
 
-The forms are node-schedule 2.1.1's (seed-protocol section 4):
+The forms are node-schedule 2.1.1's (what the original Node job service accepted):
 
 1. ``{"rule": "<cron>", "start": <date>, "end": <date>, "tz": "<IANA>"}`` — a 5-field cron
    expression, or 6 fields with leading seconds; ``start``/``end`` bound it; ``tz`` its zone.

@@ -27,22 +27,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import json
 import logging
 import time
 from collections.abc import Sequence
 from functools import cache
-from importlib import resources
 from typing import Any
 
 import psycopg
-from psycopg import sql
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from jobfn.sqlfiles import QuerySet, load
 from jobservice.aio import wait_event
+from jobservice.listener import SCHEDULED_CHANNEL, Listener
 from jobservice.logs import event
-from jobservice.queries import parse as parse_queries
+from jobservice.queries import queries_for
+from jobservice.retry import Backoff
 from jobservice.schedule import (
     Schedule,
     ScheduleError,
@@ -60,15 +60,13 @@ ALREADY_SCHEDULED = "ALREADY_SCHEDULED"
 BATCH = 100
 """Rows locked per transaction; a pass takes batches until one is not full."""
 
-_RAW = parse_queries(
-    resources.files("jobservice").joinpath("scheduler.sql").read_text(encoding="utf-8")
-)
+_RAW = load("jobservice", "scheduler.sql")
 
 
 @cache
-def _queries(schema: str) -> dict[str, sql.Composed]:
-    ident = sql.Identifier(schema)
-    return {name: sql.SQL(text).format(schema=ident) for name, text in _RAW.items()}
+def _queries(schema: str) -> QuerySet:
+    """The queries of ``scheduler.sql`` bound to ``schema``."""
+    return QuerySet(_RAW, schema, source="scheduler.sql")
 
 
 class Scheduler:
@@ -84,7 +82,10 @@ class Scheduler:
         poll_interval: float = 1.0,
         task_identifiers: Sequence[str] | None = None,
         edit_check_interval: float = 30.0,
+        listener: Listener | None = None,
     ) -> None:
+        """``listener``: the service's shared LISTEN connection (run by the service); without
+        one the scheduler runs a :class:`~jobservice.listener.Listener` of its own."""
         zone(default_tz, "default time zone")  # fail early on a bad JOBS_CRON_TZ
         self.pool = pool
         self.schema = schema
@@ -93,10 +94,19 @@ class Scheduler:
         self.poll_interval = poll_interval
         self.task_identifiers = list(task_identifiers) if task_identifiers is not None else None
         self.edit_check_interval = edit_check_interval
-        self.listening = asyncio.Event()
-        """Set while the LISTEN connection is up (tests wait for it)."""
         self._q = _queries(schema)
         self._wake = asyncio.Event()
+        self._owns_listener = listener is None
+        if listener is None:
+            listener = Listener(
+                str(pool.conninfo),
+                queries_for(schema),
+                worker_id=scheduler_id,
+                send_probe=self._send_probe,
+                poll_interval=poll_interval,
+            )
+        self.listener = listener
+        listener.subscribe(self._wake.set, SCHEDULED_CHANNEL)
         self._fingerprints: dict[int, str] = {}
         self._parsed: dict[str, Schedule | ScheduleError] = {}
 
@@ -295,9 +305,10 @@ class Scheduler:
             scheduler_id=self.scheduler_id,
             default_tz=self.default_tz,
         )
-        listener = asyncio.create_task(self._listen())
-        stopper = asyncio.create_task(self._relay(stop))
-        backoff = 0.1
+        tasks = [asyncio.create_task(self._relay(stop))]
+        if self._owns_listener:
+            tasks.append(asyncio.create_task(self.listener.run()))
+        backoff = Backoff(first=0.1)
         failing = False
         next_edit_check = time.monotonic()  # the first check records what schedules look like
         try:
@@ -317,7 +328,8 @@ class Scheduler:
                             "database reachable again",
                             scheduler_id=self.scheduler_id,
                         )
-                    failing, backoff = False, 0.1
+                    failing = False
+                    backoff.reset()
                 except (psycopg.Error, OSError, PoolTimeout) as exc:
                     if not failing:
                         event(
@@ -328,15 +340,14 @@ class Scheduler:
                             scheduler_id=self.scheduler_id,
                         )
                     failing = True
-                    delay, backoff = backoff, min(backoff * 2, 5.0)
+                    delay = backoff.next()
                 await wait_event(self._wake, delay)
         finally:
-            for task in (listener, stopper):
+            for task in tasks:
                 task.cancel()
-            for task in (listener, stopper):
+            for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-            self.listening.clear()
             event(
                 log,
                 logging.INFO,
@@ -349,42 +360,11 @@ class Scheduler:
         await stop.wait()
         self._wake.set()
 
-    async def _listen(self) -> None:
-        """LISTEN on a dedicated connection, reconnecting with backoff; wakes the loop."""
-        backoff = 0.1
-        while True:
-            try:
-                conninfo, kwargs = await self._connect_args()
-                conn = await psycopg.AsyncConnection.connect(conninfo, **kwargs)
-                async with conn:
-                    await conn.execute(self._q["listen"])
-                    self.listening.set()
-                    backoff = 0.1
-                    self._wake.set()  # catch up on anything missed while not listening
-                    async for _ in conn.notifies():
-                        self._wake.set()
-            except (psycopg.Error, OSError) as exc:
-                event(
-                    log,
-                    logging.WARNING,
-                    "scheduler_listen_lost",
-                    f"LISTEN connection failed: {exc}",
-                    scheduler_id=self.scheduler_id,
-                )
-            self.listening.clear()
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 5.0)
+    @property
+    def listening(self) -> asyncio.Event:
+        """Set while the LISTEN connection is up (tests wait for it)."""
+        return self.listener.listening
 
-    async def _connect_args(self) -> tuple[str, dict[str, Any]]:
-        """The pool's conninfo and connection kwargs (resolving callables), in autocommit."""
-        conninfo: Any = self.pool.conninfo
-        kwargs: Any = self.pool.kwargs
-        if callable(conninfo):
-            conninfo = conninfo()
-        if callable(kwargs):
-            kwargs = kwargs()
-        if inspect.isawaitable(conninfo):
-            conninfo = await conninfo
-        if inspect.isawaitable(kwargs):
-            kwargs = await kwargs
-        return str(conninfo), {**(kwargs or {}), "autocommit": True}
+    async def _send_probe(self, token: str) -> None:
+        async with self.pool.connection() as conn:
+            await conn.execute(queries_for(self.schema)["notify_probe"], {"token": token})

@@ -54,6 +54,3 @@ UPDATE {schema}.scheduled_jobs AS s
   FROM unnest(%(ids)s::bigint[], %(fingerprints)s::text[]) AS e(id, fingerprint)
  WHERE s.id = e.id AND md5(s.schedule_info::text) = e.fingerprint
 RETURNING s.id;
-
--- name: listen
-LISTEN "scheduled_jobs:insert";

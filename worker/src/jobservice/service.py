@@ -17,14 +17,17 @@ from aiohttp import web
 from psycopg_pool import AsyncConnectionPool
 
 from jobservice import apiauth, inprocess
-from jobservice.callbacks import CallbackServer
+from jobservice.callback_server import CallbackServer
 from jobservice.config import Settings
-from jobservice.dispatch import Asgi
+from jobservice.listener import Listener
+from jobservice.liveness import Liveness
 from jobservice.logs import event
 from jobservice.metrics import CONTENT_TYPE, Metrics
 from jobservice.operations import Operations
 from jobservice.queries import queries_for
 from jobservice.routing import Router
+from jobservice.store_postgres import PostgresStore
+from jobservice.transport import Asgi, Dispatch
 from jobservice.worker import Worker
 
 log = logging.getLogger("jobservice.service")
@@ -45,7 +48,16 @@ def make_pool(settings: Settings) -> AsyncConnectionPool[Any]:
 
 def make_router(settings: Settings, apps: dict[str, tuple[str, Asgi]]) -> Router:
     """The task router of ``settings`` with the in-process ``apps``."""
+    dispatch = Dispatch(
+        worker_id=settings.worker_id,
+        callback_url=settings.callback_url,
+        concurrency=settings.concurrency,
+        timeout_for=settings.timeout_for,
+        signing_secret=settings.signing_secrets or None,
+        max_reply_bytes=settings.max_reply_bytes,
+    )
     return Router(
+        dispatch=dispatch,
         gateway_map=settings.gateway_map,
         template=settings.gateway_template,
         base_url=settings.gateway_url,
@@ -70,10 +82,20 @@ class Service:
         self.announce = announce
         self.metrics = Metrics()
         self.pool = make_pool(settings)
+        self.store = PostgresStore(
+            self.pool,
+            settings.schema,
+            worker_id=settings.worker_id,
+            metrics=self.metrics,
+            job_expiry=settings.job_expiry,
+        )
+        """Where jobs live: the worker and the callback server write outcomes through it."""
         self.apps = apps if apps is not None else inprocess.load_all(settings.inprocess)
         self.callback_server: CallbackServer | None = None
         self.operations = Operations(settings, self.pool)
         self.worker: Worker | None = None
+        self.listener: Listener | None = None
+        """The one LISTEN connection of the service (worker and scheduler wake-ups)."""
         self.callback_port: int | None = None
         self.metrics_port: int | None = None
         self.started = asyncio.Event()
@@ -87,17 +109,16 @@ class Service:
         lifespans = [inprocess.Lifespan(app) for _, app in self.apps.values()]
         metrics_runner: web.AppRunner | None = None
         tasks: list[asyncio.Task[None]] = []
+        listening: asyncio.Task[None] | None = None
         try:
             for lifespan in lifespans:
                 await lifespan.startup()
             if s.callback_server_enabled:
                 self.callback_server = CallbackServer(
-                    self.pool,
-                    queries,
+                    self.store,
                     signing_secret=s.signing_secrets or None,
                     callback_url=s.callback_url,
                     insecure=s.insecure_callbacks,
-                    metrics=self.metrics,
                 )
                 self.operations.mount(self.callback_server.app)
                 self.callback_port = await self.callback_server.start(
@@ -118,7 +139,22 @@ class Service:
                 )
             )
             if s.worker_enabled:
-                self.worker = Worker(s, self.pool, make_router(s, self.apps), metrics=self.metrics)
+                self.worker = Worker(
+                    s,
+                    self.store,
+                    make_router(s, self.apps),
+                    listener=self._listener(queries),
+                    liveness=Liveness(
+                        self.pool,
+                        queries,
+                        worker_id=s.worker_id,
+                        heartbeat_interval=s.heartbeat_interval,
+                        dead_after=s.dead_worker_after,
+                        info={"concurrency": s.concurrency},
+                        metrics=self.metrics,
+                        conninfo=s.conninfo,
+                    ),
+                )
                 tasks.append(asyncio.create_task(self.worker.run(stop)))
                 where = ", ".join(f"{t} in process" for t in self.apps) or "none in process"
                 self.announce(
@@ -132,10 +168,14 @@ class Service:
                 if scheduler is not None:
                     tasks.append(asyncio.create_task(self._run_scheduler(scheduler, stop)))
                     self.announce(f"scheduler {s.worker_id}: default time zone {s.cron_tz}")
+            if self.listener is not None:  # runs until cancelled, below
+                listening = asyncio.create_task(self.listener.run(), name="jobs-listener")
             self.started.set()
             await stop.wait()
             await asyncio.gather(*tasks, return_exceptions=True)
         finally:
+            if listening is not None:
+                tasks.append(listening)
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -147,6 +187,20 @@ class Service:
             for lifespan in lifespans:
                 await lifespan.shutdown()
             await self.pool.close()
+
+    def _listener(self, queries: Any) -> Listener:
+        """The service's listener (created once, run by :meth:`run`)."""
+        if self.listener is None:
+            metrics = self.metrics
+            self.listener = Listener(
+                self.settings.conninfo,
+                queries,
+                worker_id=self.settings.worker_id,
+                send_probe=self.store.notify_probe,
+                poll_interval=self.settings.poll_interval,
+                on_health=lambda ok: metrics.notifications_ok.set(1 if ok else 0),
+            )
+        return self.listener
 
     def _scheduler(self) -> Any:
         try:
@@ -162,6 +216,7 @@ class Service:
             default_tz=s.cron_tz,
             poll_interval=s.scheduler_poll_interval,
             task_identifiers=None if s.support_any else list(s.supported),
+            listener=self._listener(queries_for(s.schema)),
         )
 
     async def _run_scheduler(self, scheduler: Any, stop: asyncio.Event) -> None:

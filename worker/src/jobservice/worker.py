@@ -1,7 +1,11 @@
 """The worker: claim jobs in batches, run them concurrently, settle their outcomes in batches.
 
-- Wakes on ``LISTEN "jobs:insert"`` (:mod:`jobservice.listener`) and polls every
-  ``poll_interval`` seconds as a fallback.
+It manages slots over a :class:`~jobservice.store.JobStore` (where jobs live) and the
+:class:`~jobservice.routing.Router` (which :class:`~jobservice.transport.Transport` runs each
+task): running a job is ``verdict = await router.route(job.task).run(job)``.
+
+- Wakes on ``LISTEN "jobs:insert"`` (:mod:`jobservice.listener`, when given one) and polls
+  every ``poll_interval`` seconds as a fallback.
 - Claims up to its free slots plus a prefetch buffer (jobs claimed ahead, started the moment a
   slot frees; refilled when half empty; by default sized so that the buffer covers two claim
   round trips of work at the measured job duration: large for fast jobs, 1 for slow ones), at
@@ -9,19 +13,21 @@
   them under the global ``concurrency`` and the per-task limits. A task at its limit is left
   out of the next claims; jobs of it that one claim returned beyond the limit wait in memory
   (without holding a global slot) until that task has room.
-- Outcomes are written in batches by :class:`jobservice.settle.Settler` (one ``complete_jobs``
-  and one ``fail_jobs`` statement per batch; 202 replies get ``await_callback``).
+- Outcomes are written in batches by :class:`jobservice.settle.Settler` through the store
+  (202 replies get ``await_callback``).
 - Database errors never stop it: every statement is retried with backoff; when a claim's reply
-  was lost, the jobs that the database locked for this worker are found and run
-  (``adopt_jobs``), so nothing stays locked by a live worker without running.
-- A dispatch that did not reach its function (``Outcome.unreachable``) uses no attempt: the
-  job is released (``release_unreachable_jobs``) and the route's breaker
+  was lost, the jobs that the store locked for this worker are found and run
+  (``JobStore.adopt``), so nothing stays locked by a live worker without running.
+- A task identifier that cannot name a function (:class:`~jobservice.routing.InvalidTaskError`)
+  fails its job for good with that message.
+- A dispatch that did not reach its function (``Verdict.unreachable``) uses no attempt: the
+  job is released (``JobStore.release_unreachable``) and the route's breaker
   (:mod:`jobservice.breaker`) opens: the jobs this worker holds for that route are released
   too, its tasks are left out of claims until the breaker half-opens, and jobs of other routes
   keep running.
 - :meth:`Worker.run` returns after ``stop`` is set: it stops claiming, lets in-flight jobs finish
   for at most ``shutdown_grace`` seconds, writes their outcomes and releases the rest
-  (``unregister_worker``).
+  (``JobStore.unregister``).
 """
 
 from __future__ import annotations
@@ -31,31 +37,21 @@ import logging
 import math
 import time
 from collections import deque
-from functools import partial
-from typing import Any, TypeVar
-
-import psycopg
-from psycopg_pool import AsyncConnectionPool
 
 from jobservice.aio import wait_event
-from jobservice.breaker import Breakers, route_key
+from jobservice.breaker import Breakers
+from jobservice.claimed_job import ClaimedJob
 from jobservice.config import Settings
-from jobservice.dispatch import Dispatcher
-from jobservice.job import Job
 from jobservice.listener import Listener
 from jobservice.liveness import Liveness
 from jobservice.logs import event
-from jobservice.metrics import Metrics
-from jobservice.outcome import Kind, Outcome, failure
-from jobservice.queries import Queries, queries_for
-from jobservice.routing import HttpRoute, Router
+from jobservice.retry import DB_ERRORS, Backoff
+from jobservice.routing import InvalidTaskError, Router
 from jobservice.settle import Settler
+from jobservice.store import JobStore
+from jobservice.verdict import Kind, Verdict, failure
 
 log = logging.getLogger("jobservice.worker")
-
-T = TypeVar("T")
-DB_ERRORS = (psycopg.Error, OSError)
-CONNECTION_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError, OSError)
 
 
 class Worker:
@@ -64,54 +60,33 @@ class Worker:
     def __init__(
         self,
         settings: Settings,
-        pool: AsyncConnectionPool[Any],
+        store: JobStore,
         router: Router,
         *,
-        metrics: Metrics | None = None,
-        dispatcher: Dispatcher | None = None,
+        listener: Listener | None = None,
+        liveness: Liveness | None = None,
     ) -> None:
+        """``listener`` wakes the worker on new jobs (it is run by its owner, e.g. the service);
+        ``liveness`` heartbeats and rescues (run by the worker). Without them the worker polls
+        and does not heartbeat (unit tests)."""
         self.settings = settings
-        self.pool = pool
+        self.store = store
         self.router = router
-        self.metrics = metrics or Metrics()
-        self.queries: Queries = queries_for(settings.schema)
+        self.metrics = store.metrics
         self.worker_id = settings.worker_id
-        self.dispatcher = dispatcher or Dispatcher(
-            worker_id=settings.worker_id,
-            callback_url=settings.callback_url,
-            concurrency=settings.concurrency,
-            timeout_for=settings.timeout_for,
-            signing_secret=settings.signing_secrets or None,
-            max_reply_bytes=settings.max_reply_bytes,
-        )
-        self.listener = Listener(
-            settings.conninfo,
-            self.queries,
-            worker_id=settings.worker_id,
-            on_wake=self.wake,
-            send_probe=self._send_probe,
-            poll_interval=settings.poll_interval,
-            on_health=lambda ok: self.metrics.notifications_ok.set(1 if ok else 0),
-        )
-        self.liveness = Liveness(
-            pool,
-            self.queries,
-            worker_id=settings.worker_id,
-            heartbeat_interval=settings.heartbeat_interval,
-            dead_after=settings.dead_worker_after,
-            info={"concurrency": settings.concurrency},
-            metrics=self.metrics,
-            conninfo=settings.conninfo,
-        )
+        self.listener = listener
+        if listener is not None:
+            listener.subscribe(self.wake)
+        self.liveness = liveness
         self.ready = asyncio.Event()
         """Set once the worker has registered and started claiming."""
 
         self._limits = dict(settings.task_concurrency)
         self._task_running: dict[str, int] = {}
-        self._waiting: dict[str, deque[Job]] = {}
+        self._waiting: dict[str, deque[ClaimedJob]] = {}
         self._running = 0
         self._n_waiting = 0
-        self._ready: deque[Job] = deque()
+        self._ready: deque[ClaimedJob] = deque()
         self._job_seconds: float | None = None
         self._claim_seconds: float | None = None
         self._runnable_tasks: list[str] = []
@@ -129,16 +104,12 @@ class Worker:
         )
         self._open_routes: set[str] = set()
         self._probe_claimed_at = -1e9
-        self._route_keys: dict[str, str] = {}
 
         self.settler = Settler(
-            pool,
-            self.queries,
-            worker_id=settings.worker_id,
+            store,
             batch=settings.settle_batch,
             delay=settings.settle_delay,
             callback_deadline=settings.callback_deadline,
-            metrics=self.metrics,
             on_written=self._known.difference_update,
             on_refused=self._adopt_later,
         )
@@ -156,13 +127,12 @@ class Worker:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Work until ``stop`` is set, then shut down cleanly (see the module docstring)."""
-        await self.dispatcher.start()
+        await self.router.start()
         try:
             if not await self._register(stop):
                 return
-            listener = asyncio.create_task(self.listener.run(), name="jobs-listener")
             liveness_stop = asyncio.Event()
-            liveness = asyncio.create_task(self.liveness.run(liveness_stop), name="jobs-liveness")
+            liveness = asyncio.create_task(self._liveness(liveness_stop), name="jobs-liveness")
             flusher = asyncio.create_task(self.settler.run(), name="jobs-flusher")
             claimer = asyncio.create_task(self._claim_loop(), name="jobs-claimer")
             event(
@@ -176,9 +146,13 @@ class Worker:
             )
             self.ready.set()
             await stop.wait()
-            await self._shutdown(claimer, flusher, listener, liveness, liveness_stop)
+            await self._shutdown(claimer, flusher, liveness, liveness_stop)
         finally:
-            await self.dispatcher.close()
+            await self.router.close()
+
+    async def _liveness(self, stop: asyncio.Event) -> None:
+        if self.liveness is not None:
+            await self.liveness.run(stop)
 
     # -- start and stop --------------------------------------------------------------------
 
@@ -188,27 +162,23 @@ class Worker:
         ``unregister_worker`` (not ``release_jobs``) so that jobs awaiting a callback stay
         locked: their callbacks, which name this worker id, still settle them.
         """
-        backoff = 0.05
+        backoff = Backoff()
         while not stop.is_set():
             try:
-                async with self.pool.connection() as conn:
-                    await conn.execute(
-                        self.queries.unregister_worker, {"worker_id": self.worker_id}
-                    )
-                await self.liveness.heartbeat()
+                await self.store.unregister()
+                if self.liveness is not None:
+                    await self.liveness.heartbeat()
                 return True
             except DB_ERRORS as exc:
                 event(log, logging.WARNING, "db_unavailable", f"database not reachable: {exc}")
-                if await wait_event(stop, backoff):
+                if await wait_event(stop, backoff.next()):
                     break
-                backoff = min(backoff * 2, 5.0)
         return False
 
     async def _shutdown(
         self,
         claimer: asyncio.Task[None],
         flusher: asyncio.Task[None],
-        listener: asyncio.Task[None],
         liveness: asyncio.Task[None],
         liveness_stop: asyncio.Event,
     ) -> None:
@@ -218,7 +188,6 @@ class Worker:
         self._wake.set()
         self._slot_freed.set()
         await claimer
-        listener.cancel()
         # Jobs waiting for a per-task slot never started: they are released below.
         for queue in self._waiting.values():
             while queue:
@@ -254,14 +223,15 @@ class Worker:
         flusher.cancel()
         for task in list(self._tasks):
             task.cancel()
-        await asyncio.gather(*self._tasks, flusher, listener, return_exceptions=True)
+        await asyncio.gather(*self._tasks, flusher, return_exceptions=True)
         liveness_stop.set()
         await liveness
         try:
-            await asyncio.wait_for(self.settler.execute(self.queries.unregister_worker, {}), 5.0)
+            await asyncio.wait_for(self.store.unregister(), 5.0)
         except (TimeoutError, *DB_ERRORS) as exc:
             event(log, logging.ERROR, "unregister_failed", f"could not release jobs: {exc}")
-        await self.liveness.close()
+        if self.liveness is not None:
+            await self.liveness.close()
         event(log, logging.INFO, "worker_stopped", "worker stopped", worker_id=self.worker_id)
 
     # -- claiming ----------------------------------------------------------------------------
@@ -286,7 +256,7 @@ class Worker:
     async def _claim_loop(self) -> None:
         batch = self.settings.claim_batch
         poll = self.settings.poll_interval
-        backoff = 0.05
+        backoff = Backoff()
         while not self._stopping:
             # Refill the prefetch buffer when half empty (fewer, larger claims).
             prefetch = self._prefetch()
@@ -304,22 +274,20 @@ class Worker:
                 if self._adopt:
                     await self._adopt_lost()
                 jobs = await self._claim(want)
-                backoff = 0.05
+                backoff.reset()
             except DB_ERRORS as exc:
                 self._adopt = True
                 event(log, logging.WARNING, "claim_failed", f"claim failed: {exc}")
-                await self._sleep_unless_stopping(backoff)
-                backoff = min(backoff * 2, 5.0)
+                await self._sleep_unless_stopping(backoff.next())
                 continue
             except Exception:  # a bug must not stop the worker from claiming
                 log.exception("claim loop error", extra={"action": "claim_error"})
-                await self._sleep_unless_stopping(backoff)
-                backoff = min(backoff * 2, 5.0)
+                await self._sleep_unless_stopping(backoff.next())
                 continue
             if len(jobs) < want and not self._stopping:
                 await wait_event(self._wake, poll)
 
-    async def _task_filter(self, conn: psycopg.AsyncConnection[Any]) -> list[str] | None:
+    async def _task_filter(self) -> list[str] | None:
         """The claim's task list: the supported tasks minus those at their per-task limit.
 
         With ``JOBS_SUPPORT_ANY`` and a saturated task, the tasks that have runnable jobs are
@@ -334,39 +302,27 @@ class Worker:
         if base is None:
             now = time.monotonic()
             if now - self._runnable_at > self.settings.poll_interval:
-                cur = await conn.execute(self.queries.runnable_tasks)
-                self._runnable_tasks = [row[0] for row in await cur.fetchall()]
+                self._runnable_tasks = await self.store.runnable_tasks()
                 self._runnable_at = now
             base = self._runnable_tasks
         return [t for t in base if t not in saturated]
 
-    async def _claim(self, limit: int) -> list[Job]:
+    async def _claim(self, limit: int) -> list[ClaimedJob]:
         started = time.perf_counter()
-        async with self.pool.connection() as conn:
-            tasks = await self._task_filter(conn)
-            rows: list[Any] = []
-            if tasks is None or tasks:
-                cur = await conn.execute(
-                    self.queries.claim_jobs,
-                    {
-                        "worker_id": self.worker_id,
-                        "tasks": tasks,
-                        "job_expiry": self.settings.job_expiry,
-                        "max_jobs": limit,
-                    },
-                )
-                rows = await cur.fetchall()
-            if self._open_routes and len(rows) < limit:
-                rows += await self._claim_probe(conn)
-        if tasks is None or tasks:  # a claim ran: its time sizes the prefetch
+        tasks = await self._task_filter()
+        jobs: list[ClaimedJob] = []
+        if tasks is None or tasks:
+            jobs = await self.store.claim(tasks, limit)
+            # a claim ran: its time sizes the prefetch
             elapsed = time.perf_counter() - started
             previous = self._claim_seconds
             self._claim_seconds = elapsed if previous is None else 0.8 * previous + 0.2 * elapsed
-        jobs = [Job.from_row(row) for row in rows]
+        if self._open_routes and len(jobs) < limit:
+            jobs += await self._claim_probe()
         self._accept(jobs)
         return jobs
 
-    async def _claim_probe(self, conn: psycopg.AsyncConnection[Any]) -> list[Any]:
+    async def _claim_probe(self) -> list[ClaimedJob]:
         """One job of a half-open route (at most one claim per poll interval)."""
         now = time.monotonic()
         due = self.breakers.probe_due(now)
@@ -374,31 +330,17 @@ class Worker:
             return []
         self._probe_claimed_at = now
         tasks = sorted(set().union(*due.values()))
-        cur = await conn.execute(
-            self.queries.claim_jobs,
-            {
-                "worker_id": self.worker_id,
-                "tasks": tasks,
-                "job_expiry": self.settings.job_expiry,
-                "max_jobs": 1,
-            },
-        )
-        rows = await cur.fetchall()
-        for row in rows:
-            route = self.router.route(row[1])
-            if type(route) is HttpRoute:
-                self.breakers.probing(self._key(route.url))
-        return rows
+        jobs = await self.store.claim(tasks, 1)
+        for job in jobs:
+            key = self._breaker_key(job.task)
+            if key is not None:
+                self.breakers.probing(key)
+        return jobs
 
     async def _adopt_lost(self) -> None:
         """Run the jobs locked for this worker by a claim whose reply never arrived."""
-        async with self.pool.connection() as conn:
-            cur = await conn.execute(
-                self.queries.adopt_jobs, {"worker_id": self.worker_id, "known": list(self._known)}
-            )
-            rows = await cur.fetchall()
+        jobs = await self.store.adopt(self._known)
         self._adopt = False
-        jobs = [Job.from_row(row) for row in rows]
         if jobs:
             event(
                 log,
@@ -409,7 +351,7 @@ class Worker:
             )
         self._accept(jobs)
 
-    def _accept(self, jobs: list[Job]) -> None:
+    def _accept(self, jobs: list[ClaimedJob]) -> None:
         if not jobs:
             return
         self._idle.clear()
@@ -427,7 +369,7 @@ class Worker:
         for task, n in per_task.items():
             self.metrics.claimed(task).inc(n)
 
-    def _start(self, job: Job) -> None:
+    def _start(self, job: ClaimedJob) -> None:
         limit = self._limits.get(job.task)
         if limit is not None:
             running = self._task_running.get(job.task, 0)
@@ -443,30 +385,30 @@ class Worker:
 
     # -- running ------------------------------------------------------------------------------
 
-    async def _run(self, job: Job) -> None:
+    async def _run(self, job: ClaimedJob) -> None:
         started = time.perf_counter()
-        finish = partial(self._finish, job, started)
+        key: str | None = None
         try:
-            route = self.router.route(job.task)
-            if type(route) is HttpRoute:
-                result = await self.dispatcher.http(job, route.url)
-                if result.unreachable:
-                    self._unreachable(job, started, route.url, result)
+            transport = self.router.route(job.task)
+            key = transport.breaker_key
+            verdict = await transport.run(job)
+        except InvalidTaskError as exc:  # no function can be named by it: never retried
+            verdict = failure(str(exc), permanent=True)
+        except Exception as exc:
+            if key is not None and self._open_routes:
+                # a probe that ended without a reply: another may be sent
+                self.breakers.probe_lost(key)
+            verdict = failure(f"worker error while running the job: {type(exc).__name__}: {exc}")
+        else:
+            if key is not None:
+                if verdict.unreachable:
+                    self._unreachable(job, key, verdict)
                     return
                 if self._open_routes:
-                    self._route_reached(route.url)
-                finish(result)
-            else:
-                assert not isinstance(route, HttpRoute)
-                await self.dispatcher.asgi(job, route.target, route.app, finish)
-        except Exception as exc:
-            if self._open_routes:  # a probe that ended without a reply: another may be sent
-                route = self.router.route(job.task)
-                if type(route) is HttpRoute:
-                    self.breakers.probe_lost(self._key(route.url))
-            finish(failure(f"worker error while running the job: {type(exc).__name__}: {exc}"))
+                    self._route_reached(key)
+        self._finish(job, started, verdict)
 
-    def _finish(self, job: Job, started: float, outcome: Outcome) -> None:
+    def _finish(self, job: ClaimedJob, started: float, outcome: Verdict) -> None:
         if job.finished or job.id not in self._known:
             return
         job.finished = True
@@ -501,18 +443,18 @@ class Worker:
 
     # -- unreachable functions -----------------------------------------------------------------
 
-    def _key(self, url: str) -> str:
-        key = self._route_keys.get(url)
-        if key is None:
-            key = self._route_keys[url] = route_key(url)
-        return key
+    def _breaker_key(self, task: str) -> str | None:
+        """The breaker key of ``task``'s transport (``None``: none, or an invalid task)."""
+        try:
+            return self.router.route(task).breaker_key
+        except InvalidTaskError:
+            return None
 
-    def _unreachable(self, job: Job, started: float, url: str, result: Outcome) -> None:
+    def _unreachable(self, job: ClaimedJob, key: str, result: Verdict) -> None:
         """``job`` never reached its function: give it back, open the route's breaker."""
         if job.finished or job.id not in self._known:
             return
         job.finished = True
-        key = self._key(url)
         now = time.monotonic()
         opened = self.breakers.unreachable(key, job.task, now)
         delay = self.breakers.remaining(key, now)
@@ -552,9 +494,8 @@ class Worker:
     def _hold_back(self, key: str, delay: float) -> int:
         """Release the jobs held (prefetched or waiting for a slot) for the route ``key``."""
 
-        def blocked(job: Job) -> bool:
-            route = self.router.route(job.task)
-            return type(route) is HttpRoute and self._key(route.url) == key
+        def blocked(job: ClaimedJob) -> bool:
+            return self._breaker_key(job.task) == key
 
         held = [job for job in self._ready if blocked(job)]
         if held:
@@ -571,8 +512,7 @@ class Worker:
             self._idle.set()
         return len(held)
 
-    def _route_reached(self, url: str) -> None:
-        key = self._key(url)
+    def _route_reached(self, key: str) -> None:
         if key in self._open_routes and self.breakers.reached(key):
             self._open_routes.discard(key)
             self.metrics.breaker_open.labels(route=key).set(0)
@@ -612,9 +552,6 @@ class Worker:
     def _adopt_later(self) -> None:
         """Outcomes were refused: look for this worker's locked jobs on the next claim."""
         self._adopt = True
-
-    async def _send_probe(self, token: str) -> None:
-        await self.settler.execute(self.queries.notify_probe, {"token": token})
 
     async def _sleep_unless_stopping(self, seconds: float) -> None:
         await wait_event(self._wake, seconds)

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from mailer import env
-from mailer.errors import ConfigurationError, InvalidMessageError
+from mailer.errors import InvalidMessageError
 from mailer.message import check_address
 
 DEFAULT_MAILGUN_API_URL = "https://api.mailgun.net"
@@ -77,9 +77,7 @@ def _optional_address(environ: Mapping[str, str], name: str) -> str | None:
     try:
         return check_address(name, value)
     except InvalidMessageError:
-        raise ConfigurationError(
-            f"Environment variable {name} must be an email address (got {value!r})"
-        ) from None
+        raise env.invalid(name, "an email address", value) from None
 
 
 def load_settings(environ: Mapping[str, str]) -> Settings:
@@ -93,14 +91,12 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         tls = env.flag(environ, "SMTP_TLS")
         starttls = env.flag(environ, "SMTP_STARTTLS")
         if tls and starttls:
-            raise ConfigurationError("Set only one of SMTP_TLS and SMTP_STARTTLS")
+            raise env.invalid("SMTP_STARTTLS", "false when SMTP_TLS is true (set only one)")
         default_port = 465 if tls else 587 if starttls else 25
         user = env.text(environ, "SMTP_USER")
         password = environ.get("SMTP_PASSWORD") or None
         if password is not None and user is None:
-            raise ConfigurationError(
-                "Missing environment variable SMTP_USER (SMTP_PASSWORD is set)"
-            )
+            raise env.invalid("SMTP_USER", "a user name when SMTP_PASSWORD is set (not set)")
         return SmtpSettings(
             host=env.required(environ, "SMTP_HOST", "the SMTP server's host name"),
             port=env.integer(environ, "SMTP_PORT", default=default_port, minimum=1),
@@ -113,15 +109,14 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         )
     api_key = env.text(environ, "MAILGUN_API_KEY") or env.text(environ, "MAILGUN_KEY")
     if api_key is None:
-        raise ConfigurationError(
-            "Missing environment variable MAILGUN_API_KEY (the Mailgun API key; MAILGUN_KEY is"
-            " also accepted), or set EMAIL_SEND_USE_SMTP=true to send by SMTP"
+        raise env.invalid(
+            "MAILGUN_API_KEY",
+            "the Mailgun API key (MAILGUN_KEY is also accepted), or EMAIL_SEND_USE_SMTP=true"
+            " to send by SMTP (not set)",
         )
     domain = env.required(environ, "MAILGUN_DOMAIN", "the Mailgun sending domain")
     if not _HOSTNAME.match(domain):
-        raise ConfigurationError(
-            f"Environment variable MAILGUN_DOMAIN must be a bare domain name (got {domain!r})"
-        )
+        raise env.invalid("MAILGUN_DOMAIN", "a bare domain name", domain)
     api_url = env.http_url(environ, "MAILGUN_API_URL", default=DEFAULT_MAILGUN_API_URL)
     return MailgunSettings(
         api_key=api_key,

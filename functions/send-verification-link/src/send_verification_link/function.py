@@ -20,7 +20,7 @@ from send_verification_link.site import site_from
 
 
 def check_settings() -> None:
-    """A missing or malformed variable stops start-up with one line naming it (contract §6).
+    """A missing or malformed variable stops start-up with one line naming it.
 
     ``GRAPHQL_URL`` is always required; mail settings unless ``SEND_VERIFICATION_LINK_DRY_RUN``.
     """

@@ -20,7 +20,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from mailer import ConfigurationError, env
+from mailer import env
 from send_verification_link.payload import is_uuid
 
 DEFAULT_GRAPHQL_TIMEOUT = 10.0
@@ -48,17 +48,14 @@ class Settings:
 def _host_header(environ: Mapping[str, str], name: str) -> str | None:
     value = env.text(environ, name)
     if value is not None and not _HOST_HEADER.match(value):
-        raise ConfigurationError(
-            f"Environment variable {name} must be a host name, optionally with :port"
-            f" (got {value!r})"
-        )
+        raise env.invalid(name, "a host name, optionally with :port", value)
     return value
 
 
 def _header_value(environ: Mapping[str, str], name: str) -> str | None:
     value = env.text(environ, name)
     if value is not None and any(char in value for char in "\r\n\x00"):
-        raise ConfigurationError(f"Environment variable {name} must not contain line breaks")
+        raise env.invalid(name, "a value without line breaks")
     return value
 
 
@@ -71,9 +68,7 @@ def load(environ: Mapping[str, str]) -> Settings:
     graphql_url = env.http_url(environ, "GRAPHQL_URL")
     default_database_id = env.text(environ, "DEFAULT_DATABASE_ID")
     if default_database_id is not None and not is_uuid(default_database_id):
-        raise ConfigurationError(
-            f"Environment variable DEFAULT_DATABASE_ID must be a UUID (got {default_database_id!r})"
-        )
+        raise env.invalid("DEFAULT_DATABASE_ID", "a UUID", default_database_id)
     local_port = env.text(environ, "LOCAL_APP_PORT")
     dry_run_name = (
         "SEND_VERIFICATION_LINK_DRY_RUN"

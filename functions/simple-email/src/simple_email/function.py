@@ -11,7 +11,7 @@ from simple_email.payload import SimpleEmail, to_message
 
 
 def check_settings() -> None:
-    """A missing or malformed variable stops start-up with one line naming it (contract §6)."""
+    """A missing or malformed variable stops start-up with one line naming it."""
     problem = settings_module.startup_problem(os.environ)
     if problem is not None:
         raise ConfigError(f"simple-email: {problem}")

@@ -1,4 +1,5 @@
-"""A claimed job, as the worker holds it in memory."""
+"""A claimed job, as the worker holds it in memory (not the SDK's ``jobfn.client.Job``, a job
+as its enqueuer sees it)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from dataclasses import dataclass
 
 
 @dataclass(slots=True)
-class Job:
+class ClaimedJob:
     """One claimed job: the columns the worker needs, the payload as raw JSON bytes."""
 
     id: int
@@ -20,7 +21,9 @@ class Job:
     """Set when the outcome is known (an outcome is taken once)."""
 
     @classmethod
-    def from_row(cls, row: tuple[int, str, str | None, str | None, str | None, int, int]) -> Job:
+    def from_row(
+        cls, row: tuple[int, str, str | None, str | None, str | None, int, int]
+    ) -> ClaimedJob:
         """A job from a ``claim_jobs``/``adopt_jobs`` row (see ``queries.sql``)."""
         payload = row[2]
         return cls(

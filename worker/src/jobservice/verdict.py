@@ -1,6 +1,6 @@
-"""What a function's reply means for its job (pure; contract section 2's table).
+"""The worker's verdict on one attempt: what a function's reply means for its job (pure).
 
-| reply | outcome |
+| reply | verdict |
 |---|---|
 | ``X-Job-Error: true`` (any case) | failed attempt; message = body ``error``/``message``/text |
 | status ≥ 400 | failed attempt; message = the function's own message plus the status |
@@ -45,8 +45,8 @@ class Kind(Enum):
 
 
 @dataclass(frozen=True, slots=True)
-class Outcome:
-    """The verdict on one attempt.
+class Verdict:
+    """The worker's verdict on one attempt (the SDK's ``jobfn`` reply types are another thing).
 
     ``result`` is JSON text (``COMPLETED`` only); ``message`` the error (``RETRY``/``FAILED``).
     ``unreachable`` marks a ``RETRY`` where the function never got the request (connection
@@ -65,20 +65,20 @@ class Outcome:
         return self.kind is not Kind.FAILED
 
 
-COMPLETED_EMPTY = Outcome(Kind.COMPLETED)
-AWAIT_CALLBACK = Outcome(Kind.CALLBACK)
+COMPLETED_EMPTY = Verdict(Kind.COMPLETED)
+AWAIT_CALLBACK = Verdict(Kind.CALLBACK)
 _FAST_OK = frozenset({b'{"complete":true}', b'{"complete": true}'})
 
 
-def completed(result: str | None = None) -> Outcome:
+def completed(result: str | None = None) -> Verdict:
     """A completed job with ``result`` (JSON text) or none."""
-    return Outcome(Kind.COMPLETED, result=result) if result is not None else COMPLETED_EMPTY
+    return Verdict(Kind.COMPLETED, result=result) if result is not None else COMPLETED_EMPTY
 
 
-def failure(message: str, *, permanent: bool = False, unreachable: bool = False) -> Outcome:
+def failure(message: str, *, permanent: bool = False, unreachable: bool = False) -> Verdict:
     """A failed attempt (``permanent``: fail the job for good; ``unreachable``: the function
     never got the request)."""
-    return Outcome(
+    return Verdict(
         Kind.FAILED if permanent else Kind.RETRY,
         message=_cut(message),
         unreachable=unreachable and not permanent,
@@ -126,7 +126,7 @@ def _status_text(status: int) -> str:
 
 def interpret(
     status: int, headers: Mapping[str, str], body: bytes, *, content_type: str | None = None
-) -> Outcome:
+) -> Verdict:
     """The outcome of a reply ``status``/``headers``/``body``.
 
     ``headers`` is looked up with lower-case names (a case-insensitive mapping works too).
@@ -210,12 +210,12 @@ def _not_json(name: str) -> object:
     raise ValueError(f"{name} is not JSON")
 
 
-def timed_out(url: str, seconds: float) -> Outcome:
+def timed_out(url: str, seconds: float) -> Verdict:
     """A request that got no reply within ``seconds``."""
     return failure(f"timed out after {seconds:g} s waiting for {url}")
 
 
-def connection_error(url: str, exc: BaseException, *, unreachable: bool = False) -> Outcome:
+def connection_error(url: str, exc: BaseException, *, unreachable: bool = False) -> Verdict:
     """A request that failed before a reply (refused, reset, DNS, ...); ``unreachable`` when
     it was not sent at all."""
     detail = str(exc) or type(exc).__name__
@@ -224,7 +224,7 @@ def connection_error(url: str, exc: BaseException, *, unreachable: bool = False)
     )
 
 
-def too_large(where: str, limit: int) -> Outcome:
+def too_large(where: str, limit: int) -> Verdict:
     """A reply over ``limit`` bytes (after decompression): not read, the attempt failed."""
     return failure(
         f"the reply of {where} is larger than {limit} bytes (JOBS_MAX_REPLY_BYTES); it was not read"

@@ -1,4 +1,5 @@
-"""Sending callbacks (contract section 3): one shared client, a timeout, bounded retries.
+"""Sending callbacks (``sdk/README.md``, "Callbacks"): one shared client, a timeout,
+bounded retries.
 
 A callback is retried on a connection error, a timeout, a 5xx or a 429, with exponential
 backoff, up to :attr:`CallbackPolicy.attempts` tries; any other answer is final (a 409 means
@@ -166,3 +167,18 @@ class CallbackSender:
             extra={"action": "callback", "job_id": target.job_id, "outcome": "undelivered"},
         )
         return False
+
+
+@dataclass(frozen=True, slots=True)
+class CallbackChannel:
+    """Where one job's reports go: the sender, the job's callback target and the signer."""
+
+    sender: CallbackSender
+    target: CallbackTarget
+    signer: protocol.Signer | None
+
+    async def send(self, body: bytes, *, error: bool, attempts: int | None = None) -> bool:
+        """:meth:`CallbackSender.send` of ``body`` to this job's target."""
+        return await self.sender.send(
+            self.target, body, error=error, signer=self.signer, attempts=attempts
+        )

@@ -1,4 +1,4 @@
-"""The callback server (contract section 3), on ``INTERNAL_JOBS_CALLBACK_PORT``.
+"""The callback server on ``INTERNAL_JOBS_CALLBACK_PORT`` (the callback protocol).
 
 ``POST /callback`` (and ``POST /``), headers ``X-Worker-Id``, ``X-Job-Id``, ``X-Job-Attempt``,
 ``X-Database-Id``, optional ``X-Job-Error: true`` (any case) and ``X-Job-Signature``; body
@@ -21,6 +21,10 @@ Answers: 200 settled (or the same callback again: nothing changes), 400 malforme
 body, 401 bad or missing signature, 404 unknown job, 409 the job is not held by that worker for
 that attempt (the holder is never named), 503 database unavailable.
 
+Outcomes are written through the service's :class:`~jobservice.store.JobStore`
+(``complete_attempt``/``fail_attempt``/``progress_attempt``), which counts them in the same
+metrics as the outcomes the worker writes.
+
 Also ``GET /health/liveness``, ``GET /health/readiness`` (database reachable) and
 ``GET /metrics``.
 """
@@ -33,39 +37,24 @@ import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cache
-from importlib import resources
 from typing import Any, Literal
 
 import psycopg
 from aiohttp import web
-from psycopg import sql
-from psycopg_pool import AsyncConnectionPool
 
 from jobfn import protocol
 from jobservice.logs import event
-from jobservice.metrics import CONTENT_TYPE, Metrics
-from jobservice.outcome import MAX_MESSAGE
-from jobservice.queries import Queries, parse
+from jobservice.metrics import CONTENT_TYPE
+from jobservice.store import Attempt, JobStore
+from jobservice.verdict import MAX_MESSAGE
 
-log = logging.getLogger("jobservice.callbacks")
+log = logging.getLogger("jobservice.callback_server")
 
 MAX_BODY = 1024 * 1024
 MAX_DEPTH = 64
 """Deepest JSON nesting accepted in a callback body."""
 MAX_BIGINT = 2**63 - 1
 _MAX_HEADER = 256
-
-_RAW_QUERIES = parse(
-    resources.files("jobservice").joinpath("callback.sql").read_text(encoding="utf-8")
-)
-
-
-@cache
-def callback_queries(schema: str) -> dict[str, sql.Composed]:
-    """The queries of ``callback.sql`` bound to ``schema``."""
-    ident = sql.Identifier(schema)
-    return {name: sql.SQL(text).format(schema=ident) for name, text in _RAW_QUERIES.items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,21 +261,17 @@ def parse_callback(
 
 
 class CallbackServer:
-    """The callback server's aiohttp application and its database work."""
+    """The callback server's aiohttp application; outcomes go through ``store``."""
 
     def __init__(
         self,
-        pool: AsyncConnectionPool[Any],
-        queries: Queries,
+        store: JobStore,
         *,
         signing_secret: str | Sequence[str] | None,
         callback_url: str = "",
         insecure: bool = False,
-        metrics: Metrics | None = None,
     ) -> None:
-        self.pool = pool
-        self.queries = queries
-        self.sql = callback_queries(queries.schema)
+        self.store = store
         secrets = [signing_secret] if isinstance(signing_secret, str) else signing_secret
         self.signer = protocol.Signer(secrets) if secrets else None
         if self.signer is None and not insecure:
@@ -295,7 +280,7 @@ class CallbackServer:
             )
         self.callback_url = protocol.callback_endpoint(callback_url) if callback_url else ""
         self.insecure = insecure
-        self.metrics = metrics or Metrics()
+        self.metrics = store.metrics
         self.metrics.insecure_callbacks.set(1 if insecure else 0)
         self.app = web.Application(client_max_size=MAX_BODY)
         self.app.add_routes(
@@ -344,8 +329,7 @@ class CallbackServer:
     async def readiness(self, request: web.Request) -> web.Response:
         """The database answers."""
         try:
-            async with self.pool.connection(timeout=2.0) as conn:
-                await conn.execute(self.queries.ping)
+            await self.store.ping(within=2.0)
         except (psycopg.Error, OSError) as exc:
             return web.json_response({"status": "unavailable", "error": str(exc)}, status=503)
         return web.json_response({"status": "ok"})
@@ -414,40 +398,25 @@ class CallbackServer:
 
     async def settle(self, cb: Callback) -> tuple[int, str, str]:
         """Apply ``cb`` to the attempt it names; returns (HTTP status, outcome word, message)."""
-        params: dict[str, Any] = {
-            "worker_id": cb.worker_id,
-            "job_id": cb.job_id,
-            "attempt": cb.attempt,
-            "database_id": cb.database_id,
-        }
-        async with self.pool.connection() as conn:
-            if cb.status == "success":
-                params["result"] = cb.result
-                cur = await conn.execute(self.sql["complete_attempt"], params)
-                if await cur.fetchall():
-                    return 200, "completed", f"job {cb.job_id} completed"
-            elif cb.status == "error":
-                params |= {"message": cb.error, "retryable": cb.retryable}
-                cur = await conn.execute(self.sql["fail_attempt"], params)
-                rows = await cur.fetchall()
-                if rows:
-                    outcome = str(rows[0][1])
-                    return 200, outcome, f"job {cb.job_id} failed: {cb.error} ({outcome})"
-            else:
-                params |= {"progress": cb.progress, "message": cb.message}
-                cur = await conn.execute(self.sql["progress_attempt"], params)
-                if await cur.fetchone() is not None:
-                    return 200, "progress", f"job {cb.job_id} at {cb.progress}%"
-            return await self._explain(conn, cb)
+        store = self.store
+        held = Attempt(cb.worker_id, cb.job_id, cb.attempt, cb.database_id)
+        if cb.status == "success":
+            if await store.complete_attempt(held, cb.result):
+                return 200, "completed", f"job {cb.job_id} completed"
+        elif cb.status == "error":
+            outcome = await store.fail_attempt(held, cb.error or "", cb.retryable)
+            if outcome is not None:
+                return 200, outcome, f"job {cb.job_id} failed: {cb.error} ({outcome})"
+        elif await store.progress_attempt(held, cb.progress, cb.message):
+            return 200, "progress", f"job {cb.job_id} at {cb.progress}%"
+        return await self._explain(cb)
 
     def _same_attempt(self, cb: Callback, attempts: int, database_id: str | None) -> bool:
         return (cb.attempt is None or cb.attempt == attempts) and (
             cb.database_id is None or cb.database_id == database_id
         )
 
-    async def _explain(
-        self, conn: psycopg.AsyncConnection[Any], cb: Callback
-    ) -> tuple[int, str, str]:
+    async def _explain(self, cb: Callback) -> tuple[int, str, str]:
         """Why nothing changed: the same callback again (200), 409 or 404.
 
         The 409 message never names the worker that holds the job.
@@ -458,8 +427,7 @@ class CallbackServer:
             f"job {cb.job_id} is not held by worker {cb.worker_id}"
             + (f" for attempt {cb.attempt}" if cb.attempt is not None else ""),
         )
-        cur = await conn.execute(self.sql["job_state"], {"job_id": cb.job_id})
-        row = await cur.fetchone()
+        row = await self.store.job_state(cb.job_id)
         if row is not None:
             locked_by, attempts, last_error, database_id = row
             if (
@@ -470,8 +438,7 @@ class CallbackServer:
             ):
                 return 200, "retry", f"job {cb.job_id}: this error was already recorded"
             return conflict
-        cur = await conn.execute(self.sql["job_finished"], {"job_id": cb.job_id})
-        done = await cur.fetchone()
+        done = await self.store.job_finished(cb.job_id)
         if done is None:
             return 404, "unknown", f"no job {cb.job_id}"
         finished_by, status, attempts, last_error, database_id = done
