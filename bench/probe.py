@@ -126,10 +126,14 @@ class Poller:
         with psycopg.connect(self._conninfo, autocommit=True) as conn:
             backends: list[int] = []
             polls = 0
+            workers_seen = -1
             self._connected.set()
             while not self._stop.is_set():
-                if polls % PIDS_EVERY == 0:
+                workers = self._worker_pids()
+                # Re-read the server processes now and then, and as soon as workers are ready.
+                if polls % PIDS_EVERY == 0 or len(workers) != workers_seen:
                     backends = [int(str(r[0])) for r in conn.execute(self._pids_sql).fetchall()]
+                    workers_seen = len(workers)
                 polls += 1
                 before = time.monotonic()
                 row = conn.execute(self._pending_sql).fetchone()
@@ -140,7 +144,7 @@ class Poller:
                         at=(before + after) / 2,
                         pending=pending,
                         server_cpu=server.total(backends),
-                        worker_cpu=worker.total(self._worker_pids()),
+                        worker_cpu=worker.total(workers),
                     )
                 )
                 if pending == 0:

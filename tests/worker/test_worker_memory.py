@@ -236,3 +236,15 @@ async def test_an_unreachable_route_releases_its_held_jobs_without_using_attempt
     assert [store.jobs[i].attempts for i in down] == [0, 0, 0, 0]
     assert not store.finished.keys() & set(down)
     assert store.metrics.unreachable("down")._value.get() == 1
+
+
+async def test_outcomes_the_store_refuses_make_the_worker_adopt_and_run_the_job_again() -> None:
+    store = MemoryStore()
+    function = GatedFunction()
+    function.gate.set()
+    store.refuse_next_outcomes()
+    job_id = store.add("t")
+    async with running(store, function):
+        await until(lambda: store.status(job_id) == "completed", "adoption", function.changed)
+    assert function.order == [job_id, job_id]  # run, refused, adopted, run again
+    assert store.finished[job_id].attempts == 1  # adopting is not a new attempt

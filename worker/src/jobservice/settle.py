@@ -5,8 +5,9 @@ written together: one ``complete``, one ``fail`` and one ``release_unreachable``
 batch; a 202 reply gets ``await_callback`` with the callback deadline. Connection errors are
 retried with backoff (:class:`jobservice.retry.Backoff`) for as long as it takes. When the
 store refuses a batch (a result it cannot hold is already retried without results by the
-store), the jobs are given up here and :attr:`Settler.on_refused` asks the worker to adopt them
-again, rather than leaving them locked by a live worker.
+store), the jobs are given up here and :meth:`Settler.take_refusal` tells the worker to adopt
+them again, rather than leaving them locked by a live worker. :attr:`Settler.unwritten` holds
+the ids whose outcome is not written yet: still this worker's in the store, not to be adopted.
 
 The store counts what it applied and logs what it refused because the job was no longer this
 worker's (see :mod:`jobservice.store`). Jobs whose function could not be reached are released
@@ -44,17 +45,14 @@ class Settler:
         batch: int,
         delay: float,
         callback_deadline: float,
-        on_written: Callable[[list[int]], None],
-        on_refused: Callable[[], None],
     ) -> None:
         self.store = store
         self.batch = batch
         self.delay = delay
         self.callback_deadline = callback_deadline
-        self.on_written = on_written
-        """Called with the ids whose outcome was written (or given up)."""
-        self.on_refused = on_refused
-        """Called when the store refused outcomes: those jobs must be adopted again."""
+        self.unwritten: set[int] = set()
+        """Ids of the jobs whose outcome is gathered and not written (or given up) yet."""
+        self._refused = False
         self._done: list[tuple[ClaimedJob, str | None]] = []
         self._fail: list[tuple[ClaimedJob, str | None, bool]] = []
         self._callback: list[ClaimedJob] = []
@@ -70,18 +68,27 @@ class Settler:
 
     # -- gathering --------------------------------------------------------------------------
 
+    def take_refusal(self) -> bool:
+        """Whether the store refused outcomes since the last call: the jobs of those outcomes
+        are still locked by this worker and must be adopted again."""
+        refused, self._refused = self._refused, False
+        return refused
+
     def completed(self, job: ClaimedJob, result: str | None) -> None:
         """``job`` completed with ``result`` (JSON text or ``None``)."""
+        self.unwritten.add(job.id)
         self._done.append((job, result))
         self._wanted.set()
 
     def failed(self, job: ClaimedJob, message: str | None, *, retryable: bool) -> None:
         """``job``'s attempt failed; ``retryable`` False fails it for good."""
+        self.unwritten.add(job.id)
         self._fail.append((job, message, retryable))
         self._wanted.set()
 
     def awaiting_callback(self, job: ClaimedJob) -> None:
         """``job`` answered 202: it stays locked until its callback or the deadline."""
+        self.unwritten.add(job.id)
         self._callback.append(job)
         self._wanted.set()
 
@@ -91,6 +98,7 @@ class Settler:
         ``message`` (the connection error) becomes its ``last_error``; ``None`` keeps it (a job
         released before it was dispatched).
         """
+        self.unwritten.add(job.id)
         self._free.append((job, delay, message))
         self._wanted.set()
 
@@ -113,7 +121,7 @@ class Settler:
                 await self.flush_once()
             except Exception:  # a bug must not stop outcomes from being written
                 log.exception("settling error", extra={"action": "settle_error"})
-                self.on_refused()
+                self._refused = True
             finally:
                 self._flushing = False
             if self.pending:
@@ -172,7 +180,7 @@ class Settler:
                         f"outcomes refused by the database, jobs will run again: {exc}",
                         job_ids=[job.id for job in jobs],
                     )
-                    self.on_refused()
+                    self._refused = True
                     return None
         finally:
-            self.on_written([job.id for job in jobs])
+            self.unwritten.difference_update(job.id for job in jobs)

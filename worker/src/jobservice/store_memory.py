@@ -9,6 +9,8 @@ worker no longer holds are refused and counted like the PostgreSQL store's.
 
 :meth:`MemoryStore.lose_next_claim_reply` makes the next claim lock its jobs and then raise a
 connection error, as a claim whose reply was lost does: the worker must adopt them.
+:meth:`MemoryStore.refuse_next_outcomes` makes the next ``complete``/``fail`` raise as a
+statement the database refuses does (the jobs stay locked: the worker must adopt them).
 """
 
 from __future__ import annotations
@@ -78,6 +80,7 @@ class MemoryStore:
     """The ids each claim returned, in order (for tests of claim sizes)."""
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _lose_reply: bool = False
+    _refuse_outcomes: bool = False
 
     def now(self) -> float:
         """The store's clock."""
@@ -113,6 +116,15 @@ class MemoryStore:
     def lose_next_claim_reply(self) -> None:
         """The next claim locks its jobs, then fails as if its reply were lost."""
         self._lose_reply = True
+
+    def refuse_next_outcomes(self) -> None:
+        """The next ``complete`` or ``fail`` call raises a refusal and changes nothing."""
+        self._refuse_outcomes = True
+
+    def _maybe_refuse(self) -> None:
+        if self._refuse_outcomes:
+            self._refuse_outcomes = False
+            raise psycopg.DataError("outcomes refused (MemoryStore)")
 
     def status(self, job_id: int) -> str:
         """``"queued"``, ``"running"``, ``"awaiting"``, ``"completed"`` or ``"failed"``."""
@@ -171,6 +183,7 @@ class MemoryStore:
         ]
 
     async def complete(self, jobs: Sequence[ClaimedJob], results: Sequence[str | None]) -> set[int]:
+        self._maybe_refuse()
         done: set[int] = set()
         for job, result in zip(jobs, results, strict=True):
             if self._held(job.id, self.worker_id, None, None):
@@ -184,6 +197,7 @@ class MemoryStore:
     async def fail(
         self, jobs: Sequence[ClaimedJob], messages: Sequence[str | None], retryable: Sequence[bool]
     ) -> dict[int, str]:
+        self._maybe_refuse()
         outcomes: dict[int, str] = {}
         for job, message, again in zip(jobs, messages, retryable, strict=True):
             if not self._held(job.id, self.worker_id, None, None):

@@ -1,6 +1,6 @@
-"""Transports: how a job reaches its function. Running a job is one awaited call,
-``await transport.run(job)``, that returns the :class:`~jobservice.verdict.Verdict` whatever
-the transport.
+"""Transports: how a job reaches its function. Running a job is one call whatever the
+transport: ``transport.start(job)`` returns a future of its :class:`~jobservice.verdict.Verdict`
+(``await transport.run(job)`` is the same, awaited).
 
 - :class:`HttpTransport` POSTs the job to the function's URL (aiohttp, keep-alive), signed
   (``X-Job-Signature``, scheme v2, purpose ``dispatch``: see :mod:`jobfn.protocol`) when the
@@ -19,8 +19,8 @@ Both build the dispatch headers with :func:`jobfn.protocol.dispatch_headers` and
 attempt without being read into memory. What they share (worker id, callback URL, signer,
 timeouts, the HTTP connection pool) is a :class:`Dispatch`.
 
-Adding a transport: a class here with ``target``, ``breaker_key`` and ``run(job)``, and the
-rule in :class:`jobservice.routing.Router` that returns it.
+Adding a transport: a class here with ``target``, ``breaker_key``, ``start(job)`` and
+``run(job)``, and the rule in :class:`jobservice.routing.Router` that returns it.
 """
 
 from __future__ import annotations
@@ -67,8 +67,13 @@ class Transport(Protocol):
     breaker_key: str | None
     """The circuit breaker this route reports to (``None``: it has none)."""
 
+    def start(self, job: ClaimedJob) -> asyncio.Future[Verdict]:
+        """Dispatch ``job`` now; the future of its verdict (never an error for anything the
+        function does)."""
+        ...
+
     async def run(self, job: ClaimedJob) -> Verdict:
-        """Dispatch ``job``; never raises for anything the function does."""
+        """``await start(job)``."""
         ...
 
 
@@ -167,6 +172,9 @@ class HttpTransport:
         self.breaker_key: str | None = route_key(url)
         self.dispatch = dispatch
 
+    def start(self, job: ClaimedJob) -> asyncio.Future[Verdict]:
+        return asyncio.ensure_future(self.run(job))
+
     async def run(self, job: ClaimedJob) -> Verdict:
         dispatch = self.dispatch
         session = dispatch.session
@@ -205,6 +213,11 @@ class AsgiTransport:
         self.dispatch = dispatch
 
     async def run(self, job: ClaimedJob) -> Verdict:
+        return await self.start(job)
+
+    def start(self, job: ClaimedJob) -> asyncio.Future[Verdict]:
+        """Call the app in a task of its own (it may run on after its reply); the future is
+        resolved as soon as the reply is complete."""
         dispatch = self.dispatch
         reply: asyncio.Future[Verdict] = asyncio.get_running_loop().create_future()
         headers = protocol.asgi_headers(dispatch.headers(job, signed=False, content_length=True))
@@ -216,7 +229,7 @@ class AsgiTransport:
             in_process_caller.reset(caller)
         dispatch.background.add(task)
         task.add_done_callback(dispatch.background.discard)
-        return await reply
+        return reply
 
     async def _call(self, call: _AsgiCall, scope: Message, task_name: str) -> None:
         seconds = self.dispatch.timeout_for(task_name)

@@ -37,6 +37,7 @@ import logging
 import math
 import time
 from collections import deque
+from functools import partial
 
 from jobservice.aio import wait_event
 from jobservice.breaker import Breakers
@@ -92,7 +93,8 @@ class Worker:
         self._runnable_tasks: list[str] = []
         self._runnable_at = -1e9
         self._known: set[int] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Future[Verdict]] = set()
+        """The dispatches in flight (cancelled at shutdown once the grace is over)."""
         self._wake = asyncio.Event()
         self._slot_freed = asyncio.Event()
         self._idle = asyncio.Event()
@@ -110,8 +112,6 @@ class Worker:
             batch=settings.settle_batch,
             delay=settings.settle_delay,
             callback_deadline=settings.callback_deadline,
-            on_written=self._known.difference_update,
-            on_refused=self._adopt_later,
         )
 
     # -- public --------------------------------------------------------------------------
@@ -271,6 +271,8 @@ class Worker:
             self._wake.clear()
             want = min(room, batch)
             try:
+                if self.settler.take_refusal():
+                    self._adopt = True  # outcomes refused: those jobs are still locked by us
                 if self._adopt:
                     await self._adopt_lost()
                 jobs = await self._claim(want)
@@ -339,7 +341,7 @@ class Worker:
 
     async def _adopt_lost(self) -> None:
         """Run the jobs locked for this worker by a claim whose reply never arrived."""
-        jobs = await self.store.adopt(self._known)
+        jobs = await self.store.adopt(self._known | self.settler.unwritten)
         self._adopt = False
         if jobs:
             event(
@@ -379,39 +381,51 @@ class Worker:
                 return
             self._task_running[job.task] = running + 1
         self._running += 1
-        task = asyncio.create_task(self._run(job))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._run(job)
 
     # -- running ------------------------------------------------------------------------------
 
-    async def _run(self, job: ClaimedJob) -> None:
+    def _run(self, job: ClaimedJob) -> None:
+        """Dispatch ``job`` through its transport; :meth:`_verdict` gets the verdict."""
         started = time.perf_counter()
-        key: str | None = None
         try:
             transport = self.router.route(job.task)
-            key = transport.breaker_key
-            verdict = await transport.run(job)
         except InvalidTaskError as exc:  # no function can be named by it: never retried
             verdict = failure(str(exc), permanent=True)
-        except Exception as exc:
+            asyncio.get_running_loop().call_soon(self._finish, job, started, verdict)
+            return
+        reply = transport.start(job)
+        self._tasks.add(reply)
+        reply.add_done_callback(partial(self._verdict, job, started, transport.breaker_key))
+
+    def _verdict(
+        self, job: ClaimedJob, started: float, key: str | None, reply: asyncio.Future[Verdict]
+    ) -> None:
+        self._tasks.discard(reply)
+        if reply.cancelled():  # shutdown: the job is released
+            return
+        exc = reply.exception()
+        if exc is not None:
             if key is not None and self._open_routes:
                 # a probe that ended without a reply: another may be sent
                 self.breakers.probe_lost(key)
-            verdict = failure(f"worker error while running the job: {type(exc).__name__}: {exc}")
-        else:
-            if key is not None:
-                if verdict.unreachable:
-                    self._unreachable(job, key, verdict)
-                    return
-                if self._open_routes:
-                    self._route_reached(key)
+            detail = f"{type(exc).__name__}: {exc}"
+            self._finish(job, started, failure(f"worker error while running the job: {detail}"))
+            return
+        verdict = reply.result()
+        if key is not None:
+            if verdict.unreachable:
+                self._unreachable(job, key, verdict)
+                return
+            if self._open_routes:
+                self._route_reached(key)
         self._finish(job, started, verdict)
 
     def _finish(self, job: ClaimedJob, started: float, outcome: Verdict) -> None:
         if job.finished or job.id not in self._known:
             return
         job.finished = True
+        self._known.discard(job.id)  # the settler holds it until its outcome is written
         elapsed = time.perf_counter() - started
         self.metrics.duration(job.task).observe(elapsed)
         previous = self._job_seconds
@@ -455,6 +469,7 @@ class Worker:
         if job.finished or job.id not in self._known:
             return
         job.finished = True
+        self._known.discard(job.id)  # the settler holds it until its outcome is written
         now = time.monotonic()
         opened = self.breakers.unreachable(key, job.task, now)
         delay = self.breakers.remaining(key, now)
@@ -507,6 +522,7 @@ class Worker:
                 self._waiting[task] = deque()
         for job in held:
             job.finished = True
+            self._known.discard(job.id)
             self.settler.unreachable(job, delay, None)
         if self._running == 0 and self._n_waiting == 0 and not self._ready:
             self._idle.set()
@@ -533,9 +549,7 @@ class Worker:
                 # The next job of this task takes the slot (global and per-task counts stay).
                 self._n_waiting -= 1
                 nxt = queue.popleft()
-                asyncio_task = asyncio.create_task(self._run(nxt))
-                self._tasks.add(asyncio_task)
-                asyncio_task.add_done_callback(self._tasks.discard)
+                self._run(nxt)
                 return
             running = self._task_running[task]
             self._task_running[task] = running - 1
@@ -548,10 +562,6 @@ class Worker:
         self._slot_freed.set()
         if self._running == 0 and self._n_waiting == 0:
             self._idle.set()
-
-    def _adopt_later(self) -> None:
-        """Outcomes were refused: look for this worker's locked jobs on the next claim."""
-        self._adopt = True
 
     async def _sleep_unless_stopping(self, seconds: float) -> None:
         await wait_event(self._wake, seconds)
