@@ -6,7 +6,7 @@ PYTHON ?= python3
 UV := $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
 SYNC_STAMP := .venv/.synced
 
-.PHONY: up test test-compose chaos-long lint typecheck check bench sync clean
+.PHONY: up test test-compose chaos-long bench-compare lint typecheck check bench sync clean
 
 up: $(SYNC_STAMP)
 	$(UV) run --no-sync jobs-dev up
@@ -35,7 +35,11 @@ typecheck: $(SYNC_STAMP)
 	$(UV) run --no-sync mypy
 
 bench: $(SYNC_STAMP)
-	$(UV) run --no-sync python -m bench
+	$(UV) run --no-sync python -m bench $(BENCH_ARGS)
+
+# Ours beside graphile-worker and pgqueuer, same run, same method (installs the peers into .cache/).
+bench-compare: $(SYNC_STAMP)
+	$(UV) run --no-sync python -m bench compare $(BENCH_ARGS)
 
 sync: $(SYNC_STAMP)
 

@@ -60,9 +60,13 @@ def test_compare_measures_ours_beside_pgqueuer_in_one_table(pg_admin_conninfo: s
     )
     header = _row(out, "figure")
     assert header == ["ours", "pgqueuer", "ours/pgqueuer"]
+    # At 300 jobs the first of two workers may drain most of the queue before the second is
+    # ready: that drain is then reported as failed ("use more jobs"), not given a wrong rate.
+    two = _row(out, "drain 300 queued, 2 processes")
+    for cell in two[:2]:
+        assert cell[0].isdigit() or (cell == "-" and "use more jobs" in out), (two, out)
     for label in (
         "drain 300 queued, 1 process",
-        "drain 300 queued, 2 processes",
         "  PostgreSQL CPU per job",
         "  worker peak memory",
         "enqueue batched",
@@ -130,7 +134,7 @@ def test_compare_installs_and_measures_graphile_worker(pg_admin_conninfo: str) -
         pg_admin_conninfo,
         timeout=600,
     )
-    _ours, peer, ratio = _row(out, "drain 300 queued, 2 processes")
+    _ours, peer, ratio = _row(out, "drain 300 queued, 1 process")
     assert peer[0].isdigit()
     assert ratio.endswith("x")
 
