@@ -1,4 +1,4 @@
--- The shape of @pgpm/database-jobs 0.16.0 (seed-protocol 5.1-5.4), rebuilt from its description
+-- The shape of @pgpm/database-jobs 0.16.0, rebuilt from its published description
 -- for the adoption test: tables, constraints, indexes, triggers and the functions with their
 -- 0.16.0 signatures and behaviour (defects included: STRICT fail_job, unkeyed replacement,
 -- random-UUID queue default, row-level NOTIFY, no sequence grants).
