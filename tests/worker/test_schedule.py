@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from jobservice.schedule import OneOff, ScheduleError, finished_reason, first_fire, parse
+from jobservice.cron import OneOff, ScheduleError, finished_reason, first_fire, parse
 
 Info = object
 

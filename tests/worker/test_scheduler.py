@@ -16,7 +16,7 @@ import pytest
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from jobservice.schedule import parse
+from jobservice.cron import parse
 from jobservice.scheduler import Scheduler
 
 DB_ID = "5b720132-17d5-424d-9bcb-ee7b17c13d43"

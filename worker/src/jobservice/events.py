@@ -26,6 +26,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from jobservice.logs import event
+from jobservice.retry import Backoff
 
 log = logging.getLogger("jobservice.events")
 
@@ -168,17 +169,19 @@ class EventHub:
 
     async def run(self, stop: asyncio.Event) -> None:
         """LISTEN until ``stop``; reconnect with backoff, then tell subscribers to refresh."""
-        backoff = 0.2
+        backoff = Backoff(first=0.2)
+        reconnecting = False
         while not stop.is_set():
             try:
                 async with await psycopg.AsyncConnection.connect(
                     self.conninfo, autocommit=True
                 ) as conn:
                     await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(CHANNEL)))
-                    if backoff > 0.2:
+                    if reconnecting:
                         self.publish(message("refresh", {}), None)
                     self.listening.set()
-                    backoff = 0.2
+                    backoff.reset()
+                    reconnecting = False
                     while not stop.is_set():
                         async for note in conn.notifies(timeout=0.5):
                             self.notified(note.payload)
@@ -186,7 +189,7 @@ class EventHub:
                 self.listening.clear()
                 event(log, logging.WARNING, "events_listen_lost", f"job events: {exc}")
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), backoff)
-                backoff = min(backoff * 2, 5.0)
+                    await asyncio.wait_for(stop.wait(), backoff.next())
+                reconnecting = True
         self.listening.clear()
         self.close()

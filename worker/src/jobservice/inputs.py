@@ -139,7 +139,7 @@ def schedule_info(
     *, cron: str | None, at: str | None, spec: str | None, tz: str | None, default_tz: str
 ) -> dict[str, Any] | str:
     """The ``schedule_info`` of ``--cron`` / ``--at`` / ``--schedule`` (exactly one), checked."""
-    from jobservice.schedule import ScheduleError, first_fire, parse
+    from jobservice.cron import ScheduleError, first_fire, parse
 
     given = [(n, v) for n, v in (("--cron", cron), ("--at", at), ("--schedule", spec)) if v]
     if len(given) != 1:

@@ -39,11 +39,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from jobfn.sqlfiles import QuerySet, load
 from jobservice.aio import wait_event
-from jobservice.listener import SCHEDULED_CHANNEL, Listener
-from jobservice.logs import event
-from jobservice.queries import queries_for
-from jobservice.retry import Backoff
-from jobservice.schedule import (
+from jobservice.cron import (
     Schedule,
     ScheduleError,
     finished_reason,
@@ -51,6 +47,10 @@ from jobservice.schedule import (
     parse,
     zone,
 )
+from jobservice.listener import SCHEDULED_CHANNEL, Listener
+from jobservice.logs import event
+from jobservice.queries import queries_for
+from jobservice.retry import Backoff
 
 __all__ = ["ALREADY_SCHEDULED", "Scheduler"]
 

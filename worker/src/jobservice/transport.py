@@ -227,8 +227,7 @@ class AsgiTransport:
             task = asyncio.create_task(self._call(call, post_scope(headers), job.task))
         finally:
             in_process_caller.reset(caller)
-        dispatch.background.add(task)
-        task.add_done_callback(dispatch.background.discard)
+        dispatch.background.add(task)  # removed by the task itself when it ends
         return reply
 
     async def _call(self, call: _AsgiCall, scope: Message, task_name: str) -> None:
@@ -248,6 +247,7 @@ class AsgiTransport:
             call.report(verdict.failure(f"in-process function {target} raised {detail}"))
         finally:
             timer.cancel()
+            self.dispatch.background.discard(task)
         call.report(verdict.failure(f"in-process function {target} returned without a reply"))
 
 
