@@ -25,7 +25,9 @@ async def test_a_job_added_while_idle_is_picked_up_by_notification(
     settings = tools.settings(JOBS_POLL_INTERVAL="3600")
     async with tools.running_service(settings) as service:
         assert service.worker is not None
-        await asyncio.wait_for(service.worker.listener.listening.wait(), 20)
+        listener = service.worker.listener
+        assert listener is not None
+        await asyncio.wait_for(listener.listening.wait(), 20)
         # The worker has polled once and is now idle for an hour unless woken up.
         fn_server.arrived.clear()
         job_id = await jobs_db.add("wake-me")
