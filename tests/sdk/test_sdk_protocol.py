@@ -365,3 +365,47 @@ def test_dispatch_headers_leave_out_what_is_not_given() -> None:
     assert "X-Job-Signature" not in pairs
     assert "traceparent" not in pairs
     assert pairs["Content-Length"] == "2"
+
+
+_JOBS: list[tuple[str, str | None, str | None, str, int | str, bytes]] = [
+    ("1", None, None, "noop", 1, b"{}"),
+    ("12345", "5b720132-17d5-424d-9bcb-ee7b17c13d43", None, "send-email", 3, b'{"to":"a"}'),
+    ("7", None, "actor-9", "x", 25, b""),
+    ("8", "db-\u00e9", "actor-\udcff", "t\u00e2che", "2", '{"\u00e9":1}'.encode()),
+]
+
+
+@pytest.mark.parametrize("completion_reply", [True, False])
+def test_precomputed_asgi_dispatch_headers_equal_the_built_ones(completion_reply: bool) -> None:
+    worker_id, callback_url = "worker-1", "http://callback:12345/"
+    fast = protocol.AsgiDispatchHeaders(
+        worker_id=worker_id, callback_url=callback_url, completion_reply=completion_reply
+    )
+    trace = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    for job_id, database_id, actor_id, task, attempt, body in _JOBS * 2:  # twice: templates kept
+        built = protocol.asgi_headers(
+            protocol.dispatch_headers(
+                worker_id=worker_id,
+                callback_url=callback_url,
+                job_id=job_id,
+                task=task,
+                attempt=attempt,
+                max_attempts=25,
+                body=body,
+                database_id=database_id,
+                actor_id=actor_id,
+                completion_reply=completion_reply,
+                traceparent=trace,
+                content_length=True,
+            )
+        )
+        assert built == fast.headers(
+            job_id=job_id,
+            task=task,
+            attempt=attempt,
+            max_attempts=25,
+            body=body,
+            database_id=database_id,
+            actor_id=actor_id,
+            traceparent=trace,
+        )

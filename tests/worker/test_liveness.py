@@ -3,6 +3,7 @@ dead-after and did not (migration 0003), and the rescuer's continuous contact (`
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import psycopg
@@ -10,6 +11,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from jobservice.liveness import Liveness
 from jobservice.queries import queries_for
+from jobservice.store_memory import MemoryStore
+from jobservice.store_postgres import PostgresStore
 
 DB = "5b720132-17d5-424d-9bcb-ee7b17c13d43"
 
@@ -17,9 +20,7 @@ DB = "5b720132-17d5-424d-9bcb-ee7b17c13d43"
 def _liveness(heartbeat: float = 1.0, dead_after: float = 6.0) -> Liveness:
     pool: AsyncConnectionPool[Any] = AsyncConnectionPool("", open=False)
     return Liveness(
-        pool,
-        queries_for("app_jobs"),
-        worker_id="rescuer-1",
+        PostgresStore(pool, "app_jobs", worker_id="rescuer-1"),
         heartbeat_interval=heartbeat,
         dead_after=dead_after,
     )
@@ -95,3 +96,73 @@ async def test_a_worker_heard_within_dead_after_is_alive_however_long_the_contac
         assert await _rescue(conn, 10, 3600) == []
         cur = await conn.execute("SELECT count(*) FROM app_jobs.workers")
         assert await cur.fetchone() == (1,)
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_memory_store_rescues_the_jobs_of_a_silent_worker_once_heard_for_dead_after() -> None:
+    clock = _Clock()
+    rescuer = MemoryStore(worker_id="rescuer-1", clock=clock)
+    quiet = dataclasses.replace(rescuer, worker_id="quiet-1")  # the same jobs and workers
+    held = quiet.add("held")
+    last = quiet.add("last", max_attempts=1)
+    waiting = quiet.add("waiting")
+    assert {j.id for j in await quiet.claim(None, 10)} == {held, last, waiting}
+    await quiet.await_callback(next(iter(await quiet.adopt({held, last}))), deadline=3600)
+    await quiet.heartbeat("{}")
+    await rescuer.heartbeat("{}")
+    clock.now += 60
+    # Back in contact for less than dead-after: nobody is rescued.
+    assert await rescuer.rescue_dead_workers(45, 10) == []
+    await rescuer.heartbeat("{}")
+    assert sorted(await rescuer.rescue_dead_workers(45, 60)) == [
+        (held, "quiet-1", "retry"),
+        (last, "quiet-1", "failed"),
+    ]
+    assert set(rescuer.workers) == {"rescuer-1"}
+    assert rescuer.status(held) == "queued"
+    assert rescuer.jobs[held].last_error == "worker quiet-1 stopped responding"
+    assert rescuer.status(last) == "failed"
+    assert rescuer.status(waiting) == "awaiting"  # its callback may still come
+
+
+async def test_memory_store_keeps_a_worker_heard_within_dead_after() -> None:
+    clock = _Clock()
+    rescuer = MemoryStore(worker_id="rescuer-1", clock=clock)
+    busy = dataclasses.replace(rescuer, worker_id="busy-1")
+    job = busy.add("held")
+    await busy.claim(None, 1)
+    await busy.heartbeat("{}")
+    clock.now += 5
+    assert await rescuer.rescue_dead_workers(10, 3600) == []
+    assert rescuer.status(job) == "running"
+    assert set(rescuer.workers) == {"busy-1"}
+
+
+async def test_memory_store_expires_callback_deadlines_for_a_retry() -> None:
+    clock = _Clock()
+    store = MemoryStore(clock=clock)
+    job_id = store.add("hook")
+    (job,) = await store.claim(None, 1)
+    await store.await_callback(job, deadline=30)
+    assert await store.expire_callback_deadlines() == []
+    clock.now += 31
+    assert await store.expire_callback_deadlines() == [(job_id, "retry")]
+    assert store.status(job_id) == "queued"
+    assert store.jobs[job_id].last_error == "no callback before the deadline"
+
+
+async def test_liveness_runs_its_statements_through_the_store() -> None:
+    clock = _Clock()
+    store = MemoryStore(worker_id="w-1", clock=clock)
+    live = Liveness(store, heartbeat_interval=1.0, dead_after=6.0)
+    assert live.store is store  # a memory store has no connection of its own
+    await live.heartbeat()
+    assert store.workers == {"w-1": clock.now}
+    assert await live.rescue() == []

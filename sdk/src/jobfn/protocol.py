@@ -478,3 +478,80 @@ def asgi_headers(pairs: Iterable[tuple[str, str]]) -> list[Header]:
         (name.lower().encode("latin-1"), value.encode("utf-8", "surrogateescape"))
         for name, value in pairs
     ]
+
+
+# Placeholders of the per-job values in an :class:`AsgiDispatchHeaders` template, in the
+# order of its ``values`` (the 8th value, the body's length, is found by its header name).
+_SLOT_VALUES = tuple(f"\x00slot-{n}\x00" for n in range(7))
+_SLOT_LENGTH = 7
+
+
+class AsgiDispatchHeaders:
+    """The unsigned ASGI dispatch headers of one worker, the constant pairs built once.
+
+    ``headers(job_id=..., ...)`` equals ``asgi_headers(dispatch_headers(worker_id=...,
+    callback_url=..., ..., content_length=True))`` for the same arguments (no signer): the
+    templates are built by :func:`dispatch_headers` itself, with placeholders where the per-job
+    values go, so that function stays the one place the headers are defined. Only the per-job
+    values are encoded for each job (the worker's in-process transport calls this per job).
+    """
+
+    __slots__ = ("_templates",)
+
+    def __init__(self, *, worker_id: str, callback_url: str, completion_reply: bool = True) -> None:
+        self._templates: dict[tuple[bool, bool], tuple[list[Header], tuple[tuple[int, int], ...]]]
+        self._templates = {}
+        job_id, database_id, actor_id, task, attempt, max_attempts, trace = _SLOT_VALUES
+        for with_database in (False, True):
+            for with_actor in (False, True):
+                pairs = dispatch_headers(
+                    worker_id=worker_id,
+                    callback_url=callback_url,
+                    job_id=job_id,
+                    task=task,
+                    attempt=attempt,
+                    max_attempts=max_attempts,
+                    body=b"",
+                    database_id=database_id if with_database else None,
+                    actor_id=actor_id if with_actor else None,
+                    completion_reply=completion_reply,
+                    traceparent=trace,
+                    content_length=True,
+                )
+                slots = tuple(
+                    (index, _SLOT_LENGTH if name == "Content-Length" else _SLOT_VALUES.index(value))
+                    for index, (name, value) in enumerate(pairs)
+                    if name == "Content-Length" or value in _SLOT_VALUES
+                )
+                self._templates[with_database, with_actor] = (asgi_headers(pairs), slots)
+
+    def headers(
+        self,
+        *,
+        job_id: str,
+        task: str,
+        attempt: int | str,
+        max_attempts: int | str,
+        body: bytes,
+        database_id: str | None,
+        actor_id: str | None,
+        traceparent: str,
+    ) -> list[Header]:
+        """The ASGI headers of a dispatch of one job attempt (see the class docstring)."""
+        template, slots = self._templates[database_id is not None, actor_id is not None]
+        values = (
+            job_id,
+            database_id,
+            actor_id,
+            task,
+            str(attempt),
+            str(max_attempts),
+            traceparent,
+            str(len(body)),
+        )
+        headers = template.copy()
+        for index, field in slots:
+            value = values[field]
+            assert value is not None
+            headers[index] = (headers[index][0], value.encode("utf-8", "surrogateescape"))
+        return headers

@@ -20,9 +20,11 @@ has been back in contact for ``dead_after``. An outage shorter than ``max_gap`` 
 did not notice leaves a live worker silent for at most ``max_gap + heartbeat_interval +
 retry`` < ``dead_after``.
 
-Liveness statements run on a connection of their own when ``conninfo`` is given (the worker
-does so), so that a busy pool never delays a heartbeat; a statement that takes longer than
-``max_gap`` counts as failed.
+Liveness statements go through the worker's :class:`~jobservice.store.JobStore` (``heartbeat``,
+``rescue_dead_workers``, ``expire_callback_deadlines``) on a connection of their own
+(:meth:`~jobservice.store.JobStore.on_own_connection`; the service's store connects with
+``JOBS_DATABASE_URL``), so that a busy pool never delays a heartbeat; a statement that takes
+longer than ``max_gap`` counts as failed and drops that connection.
 
 Every ``expire_interval`` seconds ``expire_callback_deadlines()`` fails (for a retry) the jobs
 answered 202 whose callback did not come before the deadline.
@@ -31,54 +33,47 @@ answered 202 whose callback did not come before the deadline.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
 import socket
 import time
-from typing import Any
 
 import psycopg
-from psycopg_pool import AsyncConnectionPool
 
 from jobservice.aio import wait_event
 from jobservice.logs import event
 from jobservice.metrics import Metrics
-from jobservice.queries import Queries
+from jobservice.store import JobStore
 
 log = logging.getLogger("jobservice.liveness")
 
 
 class Liveness:
-    """Runs the periodic liveness statements of one worker."""
+    """Runs the periodic liveness statements of one worker through its :class:`JobStore`."""
 
     def __init__(
         self,
-        pool: AsyncConnectionPool[Any],
-        queries: Queries,
+        store: JobStore,
         *,
-        worker_id: str,
         heartbeat_interval: float,
         dead_after: float,
         expire_interval: float = 1.0,
         info: dict[str, object] | None = None,
         metrics: Metrics | None = None,
-        conninfo: str | None = None,
+        own_connection: bool = True,
     ) -> None:
-        self.pool = pool
-        self.conninfo = conninfo
-        """When set, liveness statements use a connection of their own (not the pool), so that
-        heartbeats never queue behind the worker's other statements."""
-        self._conn: psycopg.AsyncConnection[Any] | None = None
-        self.queries = queries
-        self.worker_id = worker_id
+        self.worker_id = store.worker_id
         self.heartbeat_interval = heartbeat_interval
         self.dead_after = dead_after
         self.expire_interval = min(expire_interval, heartbeat_interval)
         self.metrics = metrics
         self.max_gap = max((dead_after - heartbeat_interval) / 2, 3 * self.expire_interval)
         """Longest gap between two successful statements that keeps the contact continuous."""
+        self.store = store.on_own_connection(self.max_gap) if own_connection else store
+        """Where the liveness statements run: with ``own_connection``, on a connection of
+        their own (not the pool), so that heartbeats never queue behind the worker's other
+        statements; a statement that takes longer than ``max_gap`` counts as failed."""
         self.retry_interval = min(self.expire_interval, 0.5)
         """Seconds between attempts while statements fail."""
         self._heard_since: float | None = None
@@ -87,32 +82,9 @@ class Liveness:
             {"pid": os.getpid(), "host": socket.gethostname(), **(info or {})}, default=str
         )
 
-    async def _rows(self, query: Any, params: dict[str, Any] | None = None) -> list[Any]:
-        """Run a liveness statement; its rows. A statement that takes longer than ``max_gap``
-        counts as failed (its connection is dropped)."""
-        if self.conninfo is None:
-            async with self.pool.connection() as conn:
-                cur = await conn.execute(query, params)
-                return await cur.fetchall() if cur.description is not None else []
-        try:
-            conn = self._conn
-            if conn is None or conn.closed:
-                conn = self._conn = await asyncio.wait_for(
-                    psycopg.AsyncConnection.connect(self.conninfo, autocommit=True),
-                    self.max_gap,
-                )
-            cur = await asyncio.wait_for(conn.execute(query, params), self.max_gap)
-            return await cur.fetchall() if cur.description is not None else []
-        except BaseException:
-            await self.close()
-            raise
-
     async def close(self) -> None:
         """Close the liveness connection (a new one is opened when needed)."""
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            with contextlib.suppress(psycopg.Error, OSError):
-                await conn.close()
+        await self.store.close()
 
     def heard(self, started: float, ended: float) -> None:
         """A statement sent at ``started`` succeeded at ``ended`` (``time.monotonic()``)."""
@@ -136,16 +108,11 @@ class Liveness:
 
     async def heartbeat(self) -> None:
         """Record that this worker is alive."""
-        await self._rows(
-            self.queries.worker_heartbeat, {"worker_id": self.worker_id, "info": self.info}
-        )
+        await self.store.heartbeat(self.info)
 
     async def rescue(self) -> list[tuple[int, str, str]]:
         """Rescue the jobs of dead workers; returns ``(job_id, worker_id, outcome)`` rows."""
-        rows: list[tuple[int, str, str]] = await self._rows(
-            self.queries.rescue_dead_workers,
-            {"dead_after": self.dead_after, "heard_for": self.heard_for()},
-        )
+        rows = await self.store.rescue_dead_workers(self.dead_after, self.heard_for())
         for job_id, dead, outcome in rows:
             if self.metrics is not None:
                 self.metrics.rescued.labels(outcome=outcome).inc()
@@ -163,7 +130,7 @@ class Liveness:
 
     async def expire(self) -> list[tuple[int, str]]:
         """Fail the jobs whose callback deadline passed; returns ``(job_id, outcome)`` rows."""
-        rows: list[tuple[int, str]] = await self._rows(self.queries.expire_callback_deadlines)
+        rows = await self.store.expire_callback_deadlines()
         for job_id, outcome in rows:
             event(
                 log,

@@ -88,6 +88,7 @@ class Service:
             worker_id=settings.worker_id,
             metrics=self.metrics,
             job_expiry=settings.job_expiry,
+            conninfo=settings.conninfo,
         )
         """Where jobs live: the worker and the callback server write outcomes through it."""
         self.apps = apps if apps is not None else inprocess.load_all(settings.inprocess)
@@ -145,14 +146,11 @@ class Service:
                     make_router(s, self.apps),
                     listener=self._listener(queries),
                     liveness=Liveness(
-                        self.pool,
-                        queries,
-                        worker_id=s.worker_id,
+                        self.store,
                         heartbeat_interval=s.heartbeat_interval,
                         dead_after=s.dead_worker_after,
                         info={"concurrency": s.concurrency},
                         metrics=self.metrics,
-                        conninfo=s.conninfo,
                     ),
                 )
                 tasks.append(asyncio.create_task(self.worker.run(stop)))

@@ -2,7 +2,9 @@
 
 Everything the job service does to a job goes through one of these calls: claim, adopt
 (find the jobs a lost claim reply locked for this worker), complete, fail, release
-unreachable, await a callback, and the callback server's attempt-bound settling. The store
+unreachable, await a callback, the callback server's attempt-bound settling, and the
+liveness statements (heartbeat, rescue of dead workers, callback deadlines), which run on a
+connection of their own (:meth:`JobStore.on_own_connection`). The store
 counts what it applied (``jobs_completed_total``, ``jobs_failed_total``,
 ``jobs_retried_total``, ``jobs_awaiting_callback_total``, ``jobs_outcomes_refused_total``),
 whether the outcome came from the worker's reply or from a function's callback.
@@ -95,6 +97,33 @@ class JobStore(Protocol):
 
     async def notify_probe(self, token: str) -> None:
         """Send ``token`` on the probe channel (the listener checks that it comes back)."""
+
+    # -- liveness (see :mod:`jobservice.liveness`) -------------------------------------------------
+
+    def on_own_connection(self, timeout: float) -> JobStore:
+        """This store with its statements on a connection of its own, for the liveness
+        statements: a busy pool never delays a heartbeat. A statement (or connecting) that
+        takes longer than ``timeout`` seconds fails, and a failure drops the connection (the
+        next statement opens a new one). A store with no such connection returns itself."""
+
+    async def close(self) -> None:
+        """Close the connection of its own, if any (the pool is not the store's to close)."""
+
+    async def heartbeat(self, info: str) -> None:
+        """Record that this worker is alive now; ``info`` is JSON text describing it."""
+
+    async def rescue_dead_workers(
+        self, dead_after: float, heard_for: float
+    ) -> list[tuple[int, str, str]]:
+        """Give back (``"retry"``) or fail for good (``"failed"``: no attempt left) the jobs of
+        the workers not heard for ``dead_after`` seconds, not awaiting a callback, and forget
+        those workers; ``(job id, dead worker id, outcome)`` rows. Silence is measured from the
+        latest of a worker's heartbeat and the start of this caller's ``heard_for`` seconds of
+        continuous contact; nothing is rescued while ``heard_for < dead_after``."""
+
+    async def expire_callback_deadlines(self) -> list[tuple[int, str]]:
+        """Fail (for a retry if attempts remain) the jobs whose callback deadline passed;
+        ``(job id, "retry" | "failed")`` rows."""
 
     # -- the callback server --------------------------------------------------------------------
 

@@ -28,6 +28,8 @@ from jobservice.claimed_job import ClaimedJob
 from jobservice.metrics import Metrics
 from jobservice.store import Attempt
 
+_NO_CALLBACK = "no callback before the deadline"
+
 
 def retry_delay(attempts: int) -> float:
     """Seconds before a failed attempt runs again: ``exp(min(attempts, 10))``."""
@@ -78,6 +80,9 @@ class MemoryStore:
     finished: dict[int, FinishedJob] = field(default_factory=dict)
     claims: list[list[int]] = field(default_factory=list)
     """The ids each claim returned, in order (for tests of claim sizes)."""
+    workers: dict[str, float] = field(default_factory=dict)
+    """Each live worker's last heartbeat (store clock). A store for another worker id over
+    the same jobs: ``dataclasses.replace(store, worker_id=...)`` (the dicts are shared)."""
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _lose_reply: bool = False
     _refuse_outcomes: bool = False
@@ -233,6 +238,59 @@ class MemoryStore:
     async def notify_probe(self, token: str) -> None:
         return None
 
+    def on_own_connection(self, timeout: float) -> MemoryStore:
+        return self
+
+    async def close(self) -> None:
+        return None
+
+    async def heartbeat(self, info: str) -> None:
+        self.workers[self.worker_id] = self.now()
+
+    async def rescue_dead_workers(
+        self, dead_after: float, heard_for: float
+    ) -> list[tuple[int, str, str]]:
+        if heard_for < dead_after:
+            return []
+        now = self.now()
+        heard_since = now - heard_for
+        dead = {w for w, seen in self.workers.items() if max(seen, heard_since) < now - dead_after}
+        for dead_id in dead:
+            del self.workers[dead_id]
+        victims = [
+            job
+            for job in self.jobs.values()
+            if job.locked_by in dead and not (job.awaiting_until or 0.0) > now
+        ]
+        rows: list[tuple[int, str, str]] = []
+        for job in victims:
+            worker = job.locked_by
+            assert worker is not None
+            message = f"worker {worker} stopped responding"
+            if job.attempts < job.max_attempts:
+                job.locked_by = None
+                job.awaiting_until = None
+                job.last_error = message
+                rows.append((job.id, worker, "retry"))
+            else:
+                self._finish(job.id, "failed", worker, error=message)
+                rows.append((job.id, worker, "failed"))
+        return rows
+
+    async def expire_callback_deadlines(self) -> list[tuple[int, str]]:
+        now = self.now()
+        late = [
+            job
+            for job in self.jobs.values()
+            if job.locked_by is not None
+            and job.awaiting_until is not None
+            and job.awaiting_until < now
+        ]
+        return [
+            (job.id, self._fail(job.id, job.locked_by or "", _NO_CALLBACK, True, count=False))
+            for job in late
+        ]
+
     async def complete_attempt(self, attempt: Attempt, result: str | None) -> bool:
         a = attempt
         if not self._held(a.job_id, a.worker_id, a.attempt, a.database_id):
@@ -314,15 +372,25 @@ class MemoryStore:
             database_id=job.database_id,
         )
 
-    def _fail(self, job_id: int, worker_id: str, message: str | None, retryable: bool) -> str:
+    def _fail(
+        self,
+        job_id: int,
+        worker_id: str,
+        message: str | None,
+        retryable: bool,
+        *,
+        count: bool = True,
+    ) -> str:
         job = self.jobs[job_id]
         if not retryable or job.attempts >= job.max_attempts:
             self._finish(job_id, "failed", worker_id, error=message)
-            self.metrics.failed(job.task).inc()
+            if count:
+                self.metrics.failed(job.task).inc()
             return "failed"
         job.locked_by = None
         job.awaiting_until = None
         job.last_error = message
         job.run_at = self.now() + retry_delay(job.attempts)
-        self.metrics.retried(job.task).inc()
+        if count:
+            self.metrics.retried(job.task).inc()
         return "retry"

@@ -7,7 +7,10 @@ callback, is counted here (see :mod:`jobservice.store`).
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import contextlib
+import copy
 import logging
 from collections.abc import Collection, Sequence
 from functools import cache
@@ -46,6 +49,7 @@ class PostgresStore:
         worker_id: str,
         metrics: Metrics | None = None,
         job_expiry: float = 4 * 3600.0,
+        conninfo: str | None = None,
     ) -> None:
         self.pool = pool
         self.queries: Queries = queries_for(schema)
@@ -53,8 +57,13 @@ class PostgresStore:
         self.worker_id = worker_id
         self.metrics = metrics or Metrics()
         self.job_expiry = job_expiry
+        self.conninfo = conninfo
+        """Where :meth:`on_own_connection` connects (``None``: it keeps to the pool)."""
+        self._own: OwnConnection | None = None
 
     async def _rows(self, query: Any, params: dict[str, Any] | None = None) -> list[Any]:
+        if self._own is not None:
+            return await self._own.rows(query, params)
         async with self.pool.connection() as conn:
             cur = await conn.execute(query, params)
             return await cur.fetchall() if cur.description is not None else []
@@ -157,6 +166,36 @@ class PostgresStore:
     async def notify_probe(self, token: str) -> None:
         await self._rows(self.queries["notify_probe"], {"token": token})
 
+    # -- liveness -----------------------------------------------------------------------------
+
+    def on_own_connection(self, timeout: float) -> PostgresStore:
+        if self.conninfo is None:
+            return self
+        store = copy.copy(self)
+        store._own = OwnConnection(self.conninfo, timeout)
+        return store
+
+    async def close(self) -> None:
+        if self._own is not None:
+            await self._own.close()
+
+    async def heartbeat(self, info: str) -> None:
+        params = {"worker_id": self.worker_id, "info": info}
+        await self._rows(self.queries["worker_heartbeat"], params)
+
+    async def rescue_dead_workers(
+        self, dead_after: float, heard_for: float
+    ) -> list[tuple[int, str, str]]:
+        params = {"dead_after": dead_after, "heard_for": heard_for}
+        rows: list[tuple[int, str, str]] = await self._rows(
+            self.queries["rescue_dead_workers"], params
+        )
+        return rows
+
+    async def expire_callback_deadlines(self) -> list[tuple[int, str]]:
+        rows: list[tuple[int, str]] = await self._rows(self.queries["expire_callback_deadlines"])
+        return rows
+
     # -- the callback server --------------------------------------------------------------------
 
     async def complete_attempt(self, attempt: Attempt, result: str | None) -> bool:
@@ -245,6 +284,40 @@ class PostgresStore:
                 holder_state=holder,
             )
         return ours
+
+
+class OwnConnection:
+    """One autocommit connection outside the pool, opened when needed; a statement (or
+    connecting) that takes longer than ``timeout`` seconds fails, and any failure closes it."""
+
+    def __init__(self, conninfo: str, timeout: float) -> None:
+        self.conninfo = conninfo
+        self.timeout = timeout
+        self._conn: psycopg.AsyncConnection[Any] | None = None
+
+    async def rows(self, query: Any, params: dict[str, Any] | None) -> list[Any]:
+        """Run ``query``; its rows (none for a statement without a result)."""
+        try:
+            conn = self._conn
+            if conn is None or conn.closed:
+                conn = self._conn = await self._connect()
+            cur = await asyncio.wait_for(conn.execute(query, params), self.timeout)
+            return await cur.fetchall() if cur.description is not None else []
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _connect(self) -> psycopg.AsyncConnection[Any]:
+        connecting = psycopg.AsyncConnection.connect(self.conninfo, autocommit=True)
+        conn: psycopg.AsyncConnection[Any] = await asyncio.wait_for(connecting, self.timeout)
+        return conn
+
+    async def close(self) -> None:
+        """Close the connection (a new one is opened when needed)."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(psycopg.Error, OSError):
+                await conn.close()
 
 
 def written_by(

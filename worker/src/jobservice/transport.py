@@ -14,7 +14,9 @@ transport: ``transport.start(job)`` returns a future of its :class:`~jobservice.
   running (a 202 followed by background work): the verdict is returned as soon as the
   response is complete, and the rest runs on unhindered.
 
-Both build the dispatch headers with :func:`jobfn.protocol.dispatch_headers` and read at most
+Both build the dispatch headers with :func:`jobfn.protocol.dispatch_headers` (the in-process
+one through :class:`jobfn.protocol.AsgiDispatchHeaders`, templates made by that function once
+per :class:`Dispatch`, so that each job encodes only its own values) and read at most
 ``max_reply_bytes`` of the reply (counted after decompression): a larger reply fails the
 attempt without being read into memory. What they share (worker id, callback URL, signer,
 timeouts, the HTTP connection pool) is a :class:`Dispatch`.
@@ -99,6 +101,9 @@ class Dispatch:
         self.max_reply_bytes = max_reply_bytes
         self.session: aiohttp.ClientSession | None = None
         self._timeouts: dict[str, aiohttp.ClientTimeout] = {}
+        self._asgi_headers = protocol.AsgiDispatchHeaders(
+            worker_id=worker_id, callback_url=callback_url
+        )
         self.in_process = InProcessCaller(
             frozenset({protocol.callback_endpoint(callback_url)}), vouched=True
         )
@@ -151,6 +156,21 @@ class Dispatch:
             signer=signer,
             timestamp=int(time.time()) if signer is not None else 0,
             content_length=content_length,
+        )
+
+    def asgi_headers(self, job: ClaimedJob) -> list[protocol.Header]:
+        """The unsigned ASGI dispatch headers of ``job`` with ``Content-Length``: the same as
+        ``asgi_headers(headers(job, signed=False, content_length=True))``, the constant pairs
+        built once (:class:`jobfn.protocol.AsgiDispatchHeaders`)."""
+        return self._asgi_headers.headers(
+            job_id=str(job.id),
+            task=job.task,
+            attempt=job.attempts,
+            max_attempts=job.max_attempts,
+            body=job.payload,
+            database_id=job.database_id,
+            actor_id=job.actor_id,
+            traceparent=traceparent(),
         )
 
     def timeout(self, task: str) -> aiohttp.ClientTimeout:
@@ -220,7 +240,7 @@ class AsgiTransport:
         resolved as soon as the reply is complete."""
         dispatch = self.dispatch
         reply: asyncio.Future[Verdict] = asyncio.get_running_loop().create_future()
-        headers = protocol.asgi_headers(dispatch.headers(job, signed=False, content_length=True))
+        headers = dispatch.asgi_headers(job)
         call = _AsgiCall(job.payload, _resolver(reply), dispatch.max_reply_bytes, self.target)
         caller = in_process_caller.set(dispatch.in_process)
         try:  # the task copies the context: the call is vouched for as this worker's
