@@ -8,6 +8,7 @@ migrated ``app_jobs`` schema, so tests are isolated and cheap.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +24,10 @@ from devstack.database import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# pgserver logs its own progress at INFO, last from an exit handler that runs after pytest has
+# closed the streams it captured (a "--- Logging error ---" at the end of every run).
+logging.getLogger("pgserver").setLevel(logging.WARNING)
 
 
 @pytest.fixture(scope="session")
