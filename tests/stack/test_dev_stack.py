@@ -206,3 +206,14 @@ def test_the_stack_signs_both_ways_with_a_secret_of_its_own(stack: Stack) -> Non
         "add", "simple-email", json.dumps({"to": "ada@example.com", "subject": "s", "text": "t"})
     )
     assert done.returncode == 0, done.stdout + done.stderr + stack.output()
+
+
+def test_the_printed_dashboard_answers_on_loopback_without_a_token(stack: Stack) -> None:
+    line = next(row for row in stack.lines if row.strip().startswith("dashboard "))
+    url = line.split()[1]
+    assert url == f"http://127.0.0.1:{stack.ports()['callback']}/dashboard"
+    with urllib.request.urlopen(url, timeout=10) as reply:
+        assert reply.status == 200
+        page = reply.read().decode()
+    assert "<html" in page.lower()
+    assert "sign in" not in page.lower()

@@ -45,6 +45,7 @@ def _summary(conninfo: str, ports: Ports, embedded: bool) -> str:
             "The jobs stack is up. Ctrl-C stops everything.",
             f"  database          {conninfo}  ({where})",
             f"  callback server   http://127.0.0.1:{ports.callback}/callback  (metrics: /metrics)",
+            f"  dashboard         http://127.0.0.1:{ports.callback}/dashboard  (API: /api/jobs)",
             f"  simple-email      http://127.0.0.1:{ports.simple_email}/",
             f"  verification link http://127.0.0.1:{ports.send_verification_link}/",
             f"  GraphQL API       http://127.0.0.1:{ports.graphql}/graphql  (Host: localhost)",
