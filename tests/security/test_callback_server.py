@@ -7,7 +7,7 @@ worker would, so the test controls attempts) and posts what an attacker could.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -21,13 +21,18 @@ def _start(job_service: StartService, **env: str) -> JobService:
     return job_service(JOBS_WORKER_ENABLED="false", **env)
 
 
+def _held_victim(db: Db, worker: str = "sec-worker-1") -> tuple[int, int, dict[str, Any] | None]:
+    """A job of task ``victim`` claimed by ``worker``: its id, attempt and row as it stands."""
+    db.add("victim")
+    job_id, attempt = db.claim(worker, "victim")
+    return job_id, attempt, db.job(job_id)
+
+
 def test_an_unsigned_callback_is_refused_and_the_job_untouched(
     job_service: StartService, db: Db, wire: type[Wire]
 ) -> None:
     service = _start(job_service)
-    db.add("victim")
-    job_id, attempt = db.claim("sec-worker-1", "victim")
-    before = db.job(job_id)
+    job_id, attempt, before = _held_victim(db)
     headers = wire.callback_headers(
         worker="sec-worker-1",
         job_id=job_id,
@@ -46,9 +51,7 @@ def test_a_dispatch_signature_is_not_a_callback_signature(
     job_service: StartService, db: Db, wire: type[Wire]
 ) -> None:
     service = _start(job_service)
-    db.add("victim")
-    job_id, attempt = db.claim("sec-worker-1", "victim")
-    before = db.job(job_id)
+    job_id, attempt, before = _held_victim(db)
     # The same fields, signed with the right secret, but for purpose "dispatch": what a
     # function (or anyone on its path) sees on every job it is sent.
     headers = wire.callback_headers(
@@ -105,9 +108,7 @@ def test_headers_cannot_be_changed_under_a_valid_signature(
     job_service: StartService, db: Db, wire: type[Wire]
 ) -> None:
     service = _start(job_service)
-    db.add("victim")
-    job_id, attempt = db.claim("sec-worker-1", "victim")
-    before = db.job(job_id)
+    job_id, attempt, before = _held_victim(db)
     signed = wire.callback_headers(
         worker="sec-worker-1",
         job_id=job_id,
@@ -159,9 +160,7 @@ def test_a_callback_for_another_tenant_does_not_settle_the_job(
     job_service: StartService, db: Db, wire: type[Wire]
 ) -> None:
     service = _start(job_service)
-    db.add("victim")
-    job_id, attempt = db.claim("sec-worker-1", "victim")
-    before = db.job(job_id)
+    job_id, attempt, before = _held_victim(db)
     headers = wire.callback_headers(
         worker="sec-worker-1",
         job_id=job_id,
