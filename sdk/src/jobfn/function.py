@@ -1,8 +1,9 @@
 """JobFunction: what ``@job_function`` returns — the handler with its options.
 
 Serving it is :class:`jobfn.job_app.JobApp`'s part (built from the function once, as
-:attr:`JobFunction.asgi`); running it in this process (``now``, ``batch``) and enqueueing it
-(``later``) are the function's own.
+:attr:`JobFunction.asgi`), and running the worker's jobs in its process without HTTP is
+:class:`jobfn.direct.DirectRunner`'s; running it in this process (``now``, ``batch``) and
+enqueueing it (``later``) are the function's own.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any, overload
 from jobfn import protocol, security
 from jobfn.callback_sender import CallbackChannel, CallbackPolicy, CallbackSender
 from jobfn.context import JobContext
+from jobfn.direct import DirectRunner
 from jobfn.handler import Handler, InvalidPayloadError, inspect_handler
 from jobfn.job_app import JobApp, Receive, Scope, Send, log_job
 from jobfn.types import JobRun
@@ -238,6 +240,14 @@ class JobFunction:
             traceparent=job.traceparent,
             logger_name=self._logger_name,
             callback=callback,
+        )
+
+    def direct_runner(self, *, worker_id: str, callback_url: str) -> DirectRunner:
+        """A runner of this function's jobs for the job service's worker in this process
+        (``worker_id``, reporting to ``callback_url``): what a dispatch through :attr:`asgi`
+        does, without HTTP (see :mod:`jobfn.direct`). Call :meth:`start` first."""
+        return DirectRunner(
+            self, worker_id=worker_id, callback_url=callback_url, logger_name=self._logger_name
         )
 
     # -- in-process runs and enqueueing ------------------------------------------------------

@@ -2,7 +2,9 @@
 
 First match wins:
 
-1. ``JOBS_INPROCESS`` names the task → the function imported into the worker;
+1. ``JOBS_INPROCESS`` names the task → the function imported into the worker: a ``jobfn``
+   function is called directly (:class:`~jobservice.direct.DirectTransport`), any other ASGI
+   application through its ASGI interface (:class:`~jobservice.transport.AsgiTransport`);
 2. ``INTERNAL_GATEWAY_DEVELOPMENT_MAP`` has the task → that URL verbatim (every environment);
 3. a URL template containing ``{task}`` (``JOBS_GATEWAY_URL_TEMPLATE``, or a base URL that
    contains ``{task}``) → the template with the DNS-safe task name;
@@ -19,6 +21,8 @@ import re
 from collections.abc import Mapping
 from urllib.parse import quote
 
+from jobfn.job_app import JobApp
+from jobservice.direct import DirectTransport
 from jobservice.transport import Asgi, AsgiTransport, Dispatch, HttpTransport, Transport
 
 _NOT_DNS = re.compile(r"[^a-z0-9-]+")
@@ -110,7 +114,11 @@ class Router:
             check_task(task)
             found = self._inprocess.get(task)
             if found is not None:
-                transport = AsgiTransport(found[0], found[1], self.dispatch)
+                target, app = found
+                if isinstance(app, JobApp):  # a jobfn function: called without HTTP
+                    transport = DirectTransport(target, app.fn, self.dispatch)
+                else:
+                    transport = AsgiTransport(target, app, self.dispatch)
             else:
                 url = url_for(
                     task, gateway_map=self._map, template=self._template, base_url=self._base

@@ -28,6 +28,9 @@ from dataclasses import dataclass
 from enum import Enum
 from http import HTTPStatus
 
+from jobfn import protocol
+from jobfn.types import Outcome
+
 MAX_MESSAGE = 4000
 """Longest error message kept (longer ones are cut, with an ellipsis)."""
 DEFAULT_MAX_REPLY_BYTES = 1024 * 1024
@@ -166,6 +169,31 @@ def interpret(
         and not (isinstance(document, dict) and ("error" in document or "message" in document))
     )
     return failure(message, permanent=permanent, unreachable=gateway)
+
+
+_COMPLETE_SIZE = len(protocol.reply_body(Outcome(200)))
+_ACCEPTED_SIZE = len(protocol.reply_body(Outcome(202)))
+
+
+def of_outcome(outcome: Outcome, where: str, limit: int) -> Verdict:
+    """The verdict on a ``jobfn`` function's :class:`~jobfn.types.Outcome` (an in-process
+    function run without HTTP): the same as :func:`interpret` gives on the reply the function
+    would send for it (:func:`jobfn.protocol.reply_body`, :func:`~jobfn.protocol.reply_headers`),
+    a reply over ``limit`` bytes included (:func:`too_large`, ``where`` naming the function).
+    The common replies (completed without a result, accepted) are not encoded at all."""
+    status = outcome.status
+    if status == 200 and outcome.result_json is None and limit >= _COMPLETE_SIZE:
+        return COMPLETED_EMPTY
+    if status == 202 and limit >= _ACCEPTED_SIZE:
+        return AWAIT_CALLBACK
+    body = protocol.reply_body(outcome)
+    if len(body) > limit:
+        return too_large(where, limit)
+    headers = {
+        name.decode("latin-1"): value.decode("latin-1")
+        for name, value in protocol.reply_headers(outcome, body)
+    }
+    return interpret(status, headers, body)
 
 
 def result_of(document: object, body: bytes) -> str | None:
