@@ -555,3 +555,140 @@ class AsgiDispatchHeaders:
             assert value is not None
             headers[index] = (headers[index][0], value.encode("utf-8", "surrogateescape"))
         return headers
+
+
+_SLOT_NAMES = (
+    "job_id",
+    "database_id",
+    "actor_id",
+    "task",
+    "attempt",
+    "max_attempts",
+    "traceparent",
+    "content_length",
+)
+_LINE_BREAKS = ("\r", "\n")
+
+
+class HttpDispatchHead:
+    """The HTTP/1.1 request head of every dispatch of one worker to one URL, built per job
+    from templates.
+
+    ``head(job_id=..., ...)`` is ``POST <target> HTTP/1.1``, ``Host``, then the headers of
+    ``dispatch_headers(worker_id=..., callback_url=..., ..., content_length=True,
+    signer=signer, timestamp=timestamp)`` in that order (one ``v2=`` per secret), then the
+    blank line: the bytes to send before the body. The templates are built by
+    :func:`dispatch_headers` itself, with placeholders where the per-job values go, so that
+    function stays the one place the headers are defined; each job only joins its own values
+    in and signs. A per-job value with a line break raises :class:`ValueError` (it would end
+    the header and start another).
+    """
+
+    __slots__ = ("_callback_url", "_signer", "_templates", "_worker_id")
+
+    def __init__(
+        self,
+        *,
+        target: str,
+        host: str,
+        worker_id: str,
+        callback_url: str,
+        signer: Signer | None,
+        completion_reply: bool = True,
+    ) -> None:
+        for value in (target, host, worker_id, callback_url):
+            if any(c in value for c in _LINE_BREAKS):
+                raise ValueError(f"a line break in a dispatch's constant part: {value!r}")
+        self._signer = signer
+        self._worker_id = worker_id
+        self._callback_url = callback_url
+        self._templates: dict[tuple[bool, bool], tuple[list[str], tuple[int, ...]]] = {}
+        slots = tuple(f"\x00slot-{name}\x00" for name in _SLOT_NAMES)
+        job_id, database_id, actor_id, task, attempt, max_attempts, trace, _ = slots
+        for with_database in (False, True):
+            for with_actor in (False, True):
+                pairs = dispatch_headers(
+                    worker_id=worker_id,
+                    callback_url=callback_url,
+                    job_id=job_id,
+                    task=task,
+                    attempt=attempt,
+                    max_attempts=max_attempts,
+                    body=b"",
+                    database_id=database_id if with_database else None,
+                    actor_id=actor_id if with_actor else None,
+                    completion_reply=completion_reply,
+                    traceparent=trace,
+                    content_length=True,
+                )
+                lines = [f"POST {target} HTTP/1.1\r\n", f"Host: {host}\r\n"]
+                lines += [
+                    f"{name}: {slots[-1] if name == 'Content-Length' else value}\r\n"
+                    for name, value in pairs
+                ]
+                text = "".join(lines)
+                # Split around the placeholders: text segments and, between them, slot numbers.
+                segments: list[str] = []
+                order: list[int] = []
+                rest = text
+                while True:
+                    found = [(rest.find(s), n) for n, s in enumerate(slots) if s in rest]
+                    if not found:
+                        segments.append(rest)
+                        break
+                    at, n = min(found)
+                    segments.append(rest[:at])
+                    order.append(n)
+                    rest = rest[at + len(slots[n]) :]
+                self._templates[with_database, with_actor] = (segments, tuple(order))
+
+    def head(
+        self,
+        *,
+        job_id: str,
+        task: str,
+        attempt: int,
+        max_attempts: int,
+        body: bytes,
+        database_id: str | None,
+        actor_id: str | None,
+        traceparent: str,
+        timestamp: int,
+    ) -> bytes:
+        """The request head (request line, headers, blank line) of one dispatch."""
+        segments, order = self._templates[database_id is not None, actor_id is not None]
+        for value in (task, database_id, actor_id):
+            if value is not None and ("\n" in value or "\r" in value):
+                raise ValueError(f"a line break in a dispatch header value: {value!r}")
+        attempt_text = str(attempt)
+        values = (
+            job_id,
+            database_id,
+            actor_id,
+            task,
+            attempt_text,
+            str(max_attempts),
+            traceparent,
+            str(len(body)),
+        )
+        parts = [segments[0]]
+        for index, slot in enumerate(order, 1):
+            parts.append(values[slot])  # type: ignore[arg-type]  # the template has it
+            parts.append(segments[index])
+        signer = self._signer
+        if signer is not None:
+            envelope = Envelope(
+                PURPOSE_DISPATCH,
+                self._worker_id,
+                job_id,
+                attempt_text,
+                database_id or "",
+                self._callback_url,
+                "",
+                body,
+            )
+            parts.append("X-Job-Signature: ")
+            parts.append(signer.sign(envelope, timestamp, every_secret=True))
+            parts.append("\r\n")
+        parts.append("\r\n")
+        return "".join(parts).encode("utf-8", "surrogateescape")

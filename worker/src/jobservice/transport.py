@@ -2,9 +2,11 @@
 transport: ``transport.start(job)`` returns a future of its :class:`~jobservice.verdict.Verdict`
 (``await transport.run(job)`` is the same, awaited).
 
-- :class:`HttpTransport` POSTs the job to the function's URL (aiohttp, keep-alive), signed
-  (``X-Job-Signature``, scheme v2, purpose ``dispatch``: see :mod:`jobfn.protocol`) when the
-  worker has a secret.
+- :class:`HttpTransport` POSTs the job to the function's URL over keep-alive connections,
+  signed (``X-Job-Signature``, scheme v2, purpose ``dispatch``: see :mod:`jobfn.protocol`) when
+  the worker has a secret: ``http://`` through the lean client of :mod:`jobservice.http_client`
+  (request heads from a per-route :class:`jobfn.protocol.HttpDispatchHead`, no task per
+  request), ``https://`` through aiohttp.
 - :class:`AsgiTransport` calls a ``jobfn`` function (or any ASGI application) imported into the
   worker (``JOBS_INPROCESS``) through a minimal ASGI server of its own (scope, body, collected
   response; no HTTP, no sockets), so a function behaves the same both ways. The call is not
@@ -15,8 +17,9 @@ transport: ``transport.start(job)`` returns a future of its :class:`~jobservice.
   response is complete, and the rest runs on unhindered.
 
 Both build the dispatch headers with :func:`jobfn.protocol.dispatch_headers` (the in-process
-one through :class:`jobfn.protocol.AsgiDispatchHeaders`, templates made by that function once
-per :class:`Dispatch`, so that each job encodes only its own values) and read at most
+one through :class:`jobfn.protocol.AsgiDispatchHeaders`, the ``http://`` one through
+:class:`jobfn.protocol.HttpDispatchHead`: templates made by that function once, so that each
+job encodes only its own values) and read at most
 ``max_reply_bytes`` of the reply (counted after decompression): a larger reply fails the
 attempt without being read into memory. What they share (worker id, callback URL, signer,
 timeouts, the HTTP connection pool) is a :class:`Dispatch`.
@@ -42,6 +45,12 @@ from jobfn.asgi import InProcessCaller, in_process_caller, post_scope
 from jobservice import verdict
 from jobservice.breaker import route_key
 from jobservice.claimed_job import ClaimedJob
+from jobservice.http_client import (
+    CannotConnectError,
+    HttpClient,
+    Reply,
+    ReplyTooLargeError,
+)
 from jobservice.verdict import Verdict
 
 log = logging.getLogger("jobservice.transport")
@@ -100,6 +109,8 @@ class Dispatch:
         self.signer = protocol.Signer(secrets) if secrets else None
         self.max_reply_bytes = max_reply_bytes
         self.session: aiohttp.ClientSession | None = None
+        self.client: HttpClient | None = None
+        """The keep-alive pools of ``http://`` dispatches (open between start and close)."""
         self._timeouts: dict[str, aiohttp.ClientTimeout] = {}
         self._asgi_headers = protocol.AsgiDispatchHeaders(
             worker_id=worker_id, callback_url=callback_url
@@ -120,6 +131,8 @@ class Dispatch:
                 "(functions that have a secret will refuse them with 401)",
                 extra={"action": "start", "insecure": True},
             )
+        if self.client is None:
+            self.client = HttpClient(max_idle=self.concurrency)
         if self.session is None:
             connector = aiohttp.TCPConnector(
                 limit=self.concurrency, limit_per_host=0, keepalive_timeout=60
@@ -129,7 +142,10 @@ class Dispatch:
             )
 
     async def close(self) -> None:
-        """Close the HTTP connection pool and cancel in-process calls still running."""
+        """Close the HTTP connection pools and cancel in-process calls still running."""
+        if self.client is not None:
+            self.client.close()
+            self.client = None
         if self.session is not None:
             await self.session.close()
             self.session = None
@@ -184,18 +200,80 @@ class Dispatch:
 class HttpTransport:
     """POST the job to ``url`` and read the reply."""
 
-    __slots__ = ("breaker_key", "dispatch", "target", "url")
+    __slots__ = ("_address", "_head", "breaker_key", "dispatch", "target", "url")
 
     def __init__(self, url: str, dispatch: Dispatch) -> None:
         self.target = url
         self.url = URL(url)
         self.breaker_key: str | None = route_key(url)
         self.dispatch = dispatch
+        self._head: protocol.HttpDispatchHead | None = None
+        self._address: tuple[str, int] | None = None
+        host, port = self.url.raw_host, self.url.port
+        if self.url.scheme == "http" and host is not None and port is not None:
+            self._address = (self.url.host or host, port)
+            self._head = protocol.HttpDispatchHead(
+                target=self.url.raw_path_qs or "/",
+                host=self.url.host_port_subcomponent or host,
+                worker_id=dispatch.worker_id,
+                callback_url=dispatch.callback_url,
+                signer=dispatch.signer,
+            )
 
     def start(self, job: ClaimedJob) -> asyncio.Future[Verdict]:
-        return asyncio.ensure_future(self.run(job))
+        head = self._head
+        if head is None:  # https://: aiohttp
+            return asyncio.ensure_future(self._run_aiohttp(job))
+        dispatch = self.dispatch
+        client = dispatch.client
+        if client is None:
+            raise RuntimeError("Dispatch.start() was not called")
+        reply: asyncio.Future[Verdict] = asyncio.get_running_loop().create_future()
+        try:
+            data = head.head(
+                job_id=str(job.id),
+                task=job.task,
+                attempt=job.attempts,
+                max_attempts=job.max_attempts,
+                body=job.payload,
+                database_id=job.database_id,
+                actor_id=job.actor_id,
+                traceparent=traceparent(),
+                timestamp=int(time.time()) if dispatch.signer is not None else 0,
+            )
+        except ValueError as exc:  # it will not get better: fail the job for good
+            reply.set_result(
+                verdict.failure(f"cannot send to {self.target}: {exc}", permanent=True)
+            )
+            return reply
+        target = self.target
+        limit = dispatch.max_reply_bytes
+        task = job.task
+
+        def done(result: Reply | BaseException) -> None:
+            if reply.done():  # the waiting worker was cancelled (shutdown)
+                return
+            if isinstance(result, Reply):
+                reply.set_result(verdict.interpret(result.status, result.headers, result.body))
+            elif isinstance(result, ReplyTooLargeError):
+                reply.set_result(verdict.too_large(target, limit))
+            elif isinstance(result, TimeoutError):
+                reply.set_result(verdict.timed_out(target, dispatch.timeout_for(task)))
+            elif isinstance(result, CannotConnectError):  # the request was not sent
+                reply.set_result(verdict.connection_error(target, result, unreachable=True))
+            else:
+                reply.set_result(verdict.connection_error(target, result))
+
+        assert self._address is not None
+        client.origin(*self._address).request(
+            data + job.payload, limit=limit, timeout=dispatch.timeout_for(task), done=done
+        )
+        return reply
 
     async def run(self, job: ClaimedJob) -> Verdict:
+        return await self.start(job)
+
+    async def _run_aiohttp(self, job: ClaimedJob) -> Verdict:
         dispatch = self.dispatch
         session = dispatch.session
         if session is None:
