@@ -14,7 +14,7 @@ else ``app_jobs``). Jobs go through ``<schema>.add_jobs`` (one statement for man
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
@@ -23,13 +23,13 @@ from uuid import UUID
 
 try:
     import psycopg
-    from psycopg.rows import dict_row
+    from psycopg.rows import RowMaker, dict_row
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError(
         "jobfn.client needs psycopg: install the extra with `pip install 'jobfn[client]'`"
     ) from exc
 
-from pydantic_core import to_json
+from pydantic_core import from_json, to_json
 
 from jobfn.env import Env
 from jobfn.sqlfiles import QuerySet, load
@@ -146,24 +146,47 @@ def _conninfo(conninfo: str | None) -> str:
 
 
 def _specs(jobs: Iterable[JobSpec | Mapping[str, Any]]) -> list[dict[str, Any]]:
-    items = []
-    for job in jobs:
-        spec = job if isinstance(job, JobSpec) else _spec_from_mapping(job)
-        items.append(spec.as_sql_json())
-    return items
+    return [
+        job.as_sql_json() if isinstance(job, JobSpec) else _item_from_mapping(job) for job in jobs
+    ]
 
 
-def _spec_from_mapping(job: Mapping[str, Any]) -> JobSpec:
-    options = dict(job)
-    task = options.pop("task", None) or options.pop("identifier", None)
-    if "db_id" in options:
-        options["database_id"] = options.pop("db_id")
+_SQL_NAMES = {
+    "payload": "payload",
+    "database_id": "db_id",
+    "db_id": "db_id",
+    "job_key": "job_key",
+    "queue_name": "queue_name",
+    "run_at": "run_at",
+    "max_attempts": "max_attempts",
+    "priority": "priority",
+    "actor_id": "actor_id",
+}
+"""A mapping's option names (``JobSpec`` fields and the alias ``db_id``) -> ``add_jobs`` names."""
+
+
+def _item_from_mapping(job: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``add_jobs`` object of a mapping: what ``JobSpec(...).as_sql_json()`` gives, checked
+    the same way, without building the ``JobSpec`` (``add_jobs`` of many jobs spends its client
+    time here)."""
+    task = job.get("task") or job.get("identifier")
     if not isinstance(task, str):
         raise ValueError(f"each job needs a 'task' (got {dict(job)!r})")
-    try:
-        return JobSpec(task=task, **options)
-    except TypeError as exc:
-        raise ValueError(f"unknown job option in {dict(job)!r}: {exc}") from exc
+    item: dict[str, Any] = {"identifier": task, "payload": {}}
+    for key, value in job.items():
+        name = _SQL_NAMES.get(key)
+        if name is None:
+            if key == "task" or (key == "identifier" and not job.get("task")):
+                continue
+            raise ValueError(f"unknown job option in {dict(job)!r}: {key!r}")
+        if value is not None and not (key == "database_id" and "db_id" in job):
+            item[name] = value  # db_id, when given, wins over database_id
+    if not task:
+        raise ValueError("job task (identifier) must be a non-empty string")
+    attempts = item.get("max_attempts")
+    if attempts is not None and attempts < 1:
+        raise ValueError(f"max_attempts must be at least 1 (got {attempts})")
+    return item
 
 
 def _spec(task: str, payload: Any, options: dict[str, Any]) -> JobSpec:
@@ -175,17 +198,29 @@ def _spec(task: str, payload: Any, options: dict[str, Any]) -> JobSpec:
     return JobSpec(task=task, payload=payload, **options)
 
 
-def _job(row: Mapping[str, Any]) -> Job:
-    return Job(**{key: row[key] for key in Job.__dataclass_fields__ if key in row})
+def _payload(text: str | None) -> Any:
+    """The payload column, sent as text; ``{}`` (most jobs) is not parsed."""
+    if text is None:
+        return None
+    return {} if text == "{}" else from_json(text)
 
 
-def _in_input_order(items: list[dict[str, Any]], rows: list[dict[str, Any]]) -> list[Job]:
+def _job_rows(cursor: object) -> RowMaker[Job]:
+    """Row factory of the ``add_jobs`` query: its columns are :class:`Job`'s fields, in order."""
+
+    def make(values: Sequence[Any]) -> Job:
+        return Job(values[0], values[1], values[2], _payload(values[3]), *values[4:])
+
+    return make
+
+
+def _in_input_order(items: list[dict[str, Any]], jobs: list[Job]) -> list[Job]:
     """``add_jobs`` returns the unkeyed jobs, then the keyed ones: restore the input order."""
-    jobs = [_job(row) for row in rows]
-    if len(jobs) != len(items):
+    keyed_count = sum(1 for item in items if "job_key" in item)
+    if keyed_count == 0 or len(jobs) != len(items):
         return jobs
-    unkeyed = iter(jobs[: sum(1 for item in items if "job_key" not in item)])
-    keyed = iter(jobs[sum(1 for item in items if "job_key" not in item) :])
+    unkeyed = iter(jobs[: len(jobs) - keyed_count])
+    keyed = iter(jobs[len(jobs) - keyed_count :])
     return [next(keyed) if "job_key" in item else next(unkeyed) for item in items]
 
 
@@ -217,11 +252,11 @@ def add_jobs(
     query = _queries(_schema(schema)).add_jobs
     params = {"jobs": to_json(items).decode()}
     if conn is not None:
-        with conn.cursor(row_factory=dict_row) as cur:
+        with conn.cursor(row_factory=_job_rows) as cur:
             return _in_input_order(items, cur.execute(query, params).fetchall())
     with (
         psycopg.connect(_conninfo(conninfo), autocommit=True) as own,
-        own.cursor(row_factory=dict_row) as cur,
+        own.cursor(row_factory=_job_rows) as cur,
     ):
         return _in_input_order(items, cur.execute(query, params).fetchall())
 
@@ -303,12 +338,12 @@ async def add_jobs_async(
     query = _queries(_schema(schema)).add_jobs
     params = {"jobs": to_json(items).decode()}
     if conn is not None:
-        async with conn.cursor(row_factory=dict_row) as cur:
+        async with conn.cursor(row_factory=_job_rows) as cur:
             await cur.execute(query, params)
             return _in_input_order(items, await cur.fetchall())
     async with (
         await psycopg.AsyncConnection.connect(_conninfo(conninfo), autocommit=True) as own,
-        own.cursor(row_factory=dict_row) as cur,
+        own.cursor(row_factory=_job_rows) as cur,
     ):
         await cur.execute(query, params)
         return _in_input_order(items, await cur.fetchall())

@@ -1,7 +1,8 @@
 -- Named queries of jobfn.client. `{schema}` is filled in with psycopg.sql.Identifier.
 
 -- name: add_jobs
-SELECT id, database_id, task_identifier, payload, queue_name, priority, run_at, attempts,
+-- The columns are jobfn.client.Job's fields, in order; the payload as text (parsed in Python).
+SELECT id, task_identifier, database_id, payload::text, queue_name, priority, run_at, attempts,
        max_attempts, key, actor_id, created_at
 FROM {schema}.add_jobs(%(jobs)s::json);
 
