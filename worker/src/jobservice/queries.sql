@@ -3,11 +3,12 @@
 -- use psycopg's %(name)s placeholders. No other text is substituted.
 
 -- name: claim_jobs
--- Up to max_jobs runnable jobs, locked by worker_id (payload as raw JSON text).
+-- Up to max_jobs runnable jobs, locked by worker_id (payload as raw JSON text); the columns
+-- the worker reads only (claim_jobs_brief, 0007: claim_jobs's rules without whole rows).
 SELECT id, task_identifier, payload::text, database_id::text, actor_id::text,
        attempts, max_attempts
-  FROM {schema}.claim_jobs(%(worker_id)s::text, %(tasks)s::text[],
-                           make_interval(secs => %(job_expiry)s), %(max_jobs)s::int);
+  FROM {schema}.claim_jobs_brief(%(worker_id)s::text, %(tasks)s::text[],
+                                 make_interval(secs => %(job_expiry)s), %(max_jobs)s::int);
 
 -- name: runnable_tasks
 -- The tasks that have runnable jobs (used to leave out a task at its concurrency limit).

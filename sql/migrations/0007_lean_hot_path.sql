@@ -1,0 +1,406 @@
+-- 0007_lean_hot_path: what claiming, completing and failing a job cost the server, cut
+-- without giving up a feature.
+--
+-- Measured with `python -m bench sqlpath` (server CPU per job, 100 jobs per claim and per
+-- completion, backlog 20,000; the same runs, interleaved, before and after): figures for each
+-- change are in the comments below. What the earlier bodies spent, and why:
+--
+-- * Planning. A LANGUAGE sql function that is not inlined is planned again on every call (its
+--   plans live only as long as the calling statement), so complete_jobs → complete_locked_jobs
+--   planned a four-CTE statement with an ON CONFLICT arbiter for every batch; fail_jobs →
+--   fail_locked_jobs likewise. PL/pgSQL keeps each statement's plan for the session. The hot
+--   functions are now PL/pgSQL, their statements written so that the cached generic plan is
+--   the right one (index scans whatever the parameters).
+-- * The claim ran one statement of six CTEs (queue heads, unqueued, queued, expired, a window
+--   function keeping one job per queue, the queue locks) for every batch, and returned whole
+--   rows (payload, every column) through RETURN QUERY. Now: two cheap checks first (is there
+--   a named queue with jobs at all? is there an expired lock?) and, when neither, one UPDATE of
+--   the runnable unqueued jobs; the six-CTE statement runs only when it can matter. The worker
+--   calls claim_jobs_brief, which returns only the columns it reads.
+-- * The BEFORE UPDATE row trigger (PL/pgSQL, per claimed, retried or released row) now fires
+--   only when the statement did not already set what it would set.
+
+-- ---------------------------------------------------------------------------------------------
+-- Claiming
+-- ---------------------------------------------------------------------------------------------
+
+-- The worker's claim: up to max_jobs runnable jobs locked by worker_id, the same rules as
+-- claim_jobs (below), returning only what the worker dispatches with.
+--
+-- Fast path: no row in job_queues (so no job has a named queue) and no lock older than
+-- job_expiry that a claim could take over → the runnable jobs are exactly the unqueued ones in
+-- jobs_claim_idx order: one UPDATE. Otherwise the general statement (0001's claim, unchanged
+-- rules). A queued job inserted between the check and the UPDATE is left for the next claim
+-- (the fast path never claims a queued job, so one-job-per-queue still holds).
+-- The expired-lock check is a scalar subquery with ORDER BY ... LIMIT 1 rather than EXISTS:
+-- PostgreSQL drops the ORDER BY/LIMIT of an EXISTS, and the generic plan of `locked_at < $1`
+-- then scans the whole table; this form always reads jobs_locked_at_idx from its start.
+-- The claimed rows are addressed by `id = ANY (ARRAY(...))`, which plans as primary-key
+-- lookups whatever the batch size (a join with the chosen rows was planned as a hash join over
+-- the whole table once the plan became generic).
+-- Bought (with the trigger gate below): claim 30 → 18.5 µs per job.
+CREATE OR REPLACE FUNCTION app_jobs.claim_jobs_brief(
+  worker_id text,
+  task_identifiers text[] DEFAULT NULL,
+  job_expiry interval DEFAULT '4 hours',
+  max_jobs integer DEFAULT 1
+)
+RETURNS TABLE (id bigint, task_identifier text, payload json, database_id uuid, actor_id uuid,
+               attempts integer, max_attempts integer)
+LANGUAGE plpgsql VOLATILE
+AS $$
+#variable_conflict use_column
+BEGIN
+  IF claim_jobs_brief.worker_id IS NULL OR length(claim_jobs_brief.worker_id) < 4 THEN
+    RAISE EXCEPTION 'INVALID_WORKER_ID' USING DETAIL = 'worker_id must be at least 4 characters';
+  END IF;
+  IF claim_jobs_brief.max_jobs IS NULL OR claim_jobs_brief.max_jobs < 1 THEN
+    RETURN;
+  END IF;
+  IF NOT EXISTS (SELECT 1 FROM app_jobs.job_queues)
+     AND (SELECT x.locked_at
+            FROM app_jobs.jobs x
+           WHERE x.locked_at < now() - claim_jobs_brief.job_expiry
+             AND (x.locked_until IS NULL OR x.locked_until < now())
+           ORDER BY x.locked_at
+           LIMIT 1) IS NULL THEN
+    RETURN QUERY
+    UPDATE app_jobs.jobs j
+       SET attempts = j.attempts + 1,
+           locked_by = claim_jobs_brief.worker_id,
+           locked_at = now(),
+           locked_until = NULL,
+           progress = NULL,
+           progress_message = NULL,
+           updated_at = greatest(now(), j.updated_at + interval '1 millisecond')
+     WHERE j.id = ANY (ARRAY(
+       SELECT r.id
+         FROM app_jobs.jobs r
+        WHERE r.locked_at IS NULL
+          AND r.queue_name IS NULL
+          AND r.run_at <= now()
+          AND r.attempts < r.max_attempts
+          AND (claim_jobs_brief.task_identifiers IS NULL
+               OR r.task_identifier = ANY (claim_jobs_brief.task_identifiers))
+        ORDER BY r.priority, r.run_at, r.id
+        LIMIT claim_jobs_brief.max_jobs
+          FOR UPDATE SKIP LOCKED))
+    RETURNING j.id, j.task_identifier, j.payload, j.database_id, j.actor_id, j.attempts,
+              j.max_attempts;
+    RETURN;
+  END IF;
+  -- The general claim: 0001's statement (queues, expired locks), returning the brief columns.
+  RETURN QUERY
+  WITH queue_heads AS MATERIALIZED (
+    -- free queues with a runnable job, by their first job in claim order; only as many queue
+    -- rows are locked as can be used
+    SELECT q.queue_name, h.id
+      FROM app_jobs.job_queues q
+     CROSS JOIN LATERAL (
+       SELECT j.id, j.priority, j.run_at
+         FROM app_jobs.jobs j
+        WHERE j.queue_name = q.queue_name
+          AND j.locked_at IS NULL
+          AND j.run_at <= now()
+          AND j.attempts < j.max_attempts
+          AND (claim_jobs_brief.task_identifiers IS NULL
+               OR j.task_identifier = ANY (claim_jobs_brief.task_identifiers))
+        ORDER BY j.priority, j.run_at, j.id
+        LIMIT 1
+     ) h
+     WHERE q.locked_at IS NULL
+        OR (q.locked_at < now() - claim_jobs_brief.job_expiry
+            AND NOT EXISTS (SELECT 1 FROM app_jobs.workers w
+                             WHERE w.worker_id = q.locked_by
+                               AND w.last_seen_at > now() - claim_jobs_brief.job_expiry))
+     ORDER BY h.priority, h.run_at, h.id
+     LIMIT claim_jobs_brief.max_jobs
+       FOR UPDATE OF q SKIP LOCKED
+  ),
+  unqueued AS MATERIALIZED (
+    SELECT j.id, j.queue_name, j.priority, j.run_at
+      FROM app_jobs.jobs j
+     WHERE j.locked_at IS NULL
+       AND j.queue_name IS NULL
+       AND j.run_at <= now()
+       AND j.attempts < j.max_attempts
+       AND (claim_jobs_brief.task_identifiers IS NULL
+            OR j.task_identifier = ANY (claim_jobs_brief.task_identifiers))
+     ORDER BY j.priority, j.run_at, j.id
+     LIMIT claim_jobs_brief.max_jobs
+       FOR UPDATE SKIP LOCKED
+  ),
+  queued AS MATERIALIZED (
+    SELECT j.id, j.queue_name, j.priority, j.run_at
+      FROM app_jobs.jobs j
+     WHERE j.id IN (SELECT qh.id FROM queue_heads qh)
+       AND j.locked_at IS NULL
+       FOR UPDATE SKIP LOCKED
+  ),
+  expired AS MATERIALIZED (
+    SELECT j.id, j.queue_name, j.priority, j.run_at
+      FROM app_jobs.jobs j
+     WHERE j.locked_at < now() - claim_jobs_brief.job_expiry
+       AND (j.locked_until IS NULL OR j.locked_until < now())
+       AND j.run_at <= now()
+       AND j.attempts < j.max_attempts
+       AND (claim_jobs_brief.task_identifiers IS NULL
+            OR j.task_identifier = ANY (claim_jobs_brief.task_identifiers))
+       AND NOT EXISTS (SELECT 1 FROM app_jobs.workers w
+                        WHERE w.worker_id = j.locked_by
+                          AND w.last_seen_at > now() - claim_jobs_brief.job_expiry)
+       AND (j.queue_name IS NULL
+            OR EXISTS (SELECT 1 FROM app_jobs.job_queues q
+                        WHERE q.queue_name = j.queue_name
+                          AND (q.locked_at IS NULL
+                               OR q.locked_by = j.locked_by
+                               OR q.locked_at < now() - claim_jobs_brief.job_expiry)
+                          FOR UPDATE SKIP LOCKED))
+     ORDER BY j.priority, j.run_at, j.id
+     LIMIT claim_jobs_brief.max_jobs
+       FOR UPDATE OF j SKIP LOCKED
+  ),
+  chosen AS MATERIALIZED (
+    SELECT c.id, c.queue_name
+      FROM (
+        SELECT a.*, row_number() OVER (PARTITION BY a.queue_name
+                                       ORDER BY a.priority, a.run_at, a.id) AS rn
+          FROM (SELECT * FROM unqueued
+                UNION ALL SELECT * FROM queued
+                UNION ALL SELECT * FROM expired) a
+      ) c
+     WHERE c.queue_name IS NULL OR c.rn = 1
+     ORDER BY c.priority, c.run_at, c.id
+     LIMIT claim_jobs_brief.max_jobs
+  ),
+  locked_queues AS (
+    UPDATE app_jobs.job_queues q
+       SET locked_at = now(), locked_by = claim_jobs_brief.worker_id
+      FROM chosen c
+     WHERE q.queue_name = c.queue_name
+  )
+  UPDATE app_jobs.jobs j
+     SET attempts = j.attempts + 1,
+         locked_by = claim_jobs_brief.worker_id,
+         locked_at = now(),
+         locked_until = NULL,
+         progress = NULL,
+         progress_message = NULL,
+         updated_at = greatest(now(), j.updated_at + interval '1 millisecond')
+   WHERE j.id = ANY (ARRAY(SELECT c.id FROM chosen c))
+  RETURNING j.id, j.task_identifier, j.payload, j.database_id, j.actor_id, j.attempts,
+            j.max_attempts;
+END;
+$$;
+
+-- Up to max_jobs runnable jobs in (priority, run_at, id) order, at most one running job per
+-- queue; an expired lock (older than job_expiry) is claimable unless its worker is registered
+-- in `workers` with a heartbeat younger than job_expiry, or the job awaits a callback whose
+-- deadline has not passed. Same rules and result as 0001 (whole rows, now in claim order): the
+-- claim itself is claim_jobs_brief's.
+CREATE OR REPLACE FUNCTION app_jobs.claim_jobs(
+  worker_id text,
+  task_identifiers text[] DEFAULT NULL,
+  job_expiry interval DEFAULT '4 hours',
+  max_jobs integer DEFAULT 1
+)
+RETURNS SETOF app_jobs.jobs
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+  v_ids bigint[];
+BEGIN
+  v_ids := ARRAY(SELECT c.id
+                   FROM app_jobs.claim_jobs_brief(claim_jobs.worker_id,
+                                                  claim_jobs.task_identifiers,
+                                                  claim_jobs.job_expiry,
+                                                  claim_jobs.max_jobs) c);
+  RETURN QUERY
+  SELECT j.*
+    FROM app_jobs.jobs j
+   WHERE j.id = ANY (v_ids)
+   ORDER BY j.priority, j.run_at, j.id;
+END;
+$$;
+
+-- ---------------------------------------------------------------------------------------------
+-- Finishing
+-- ---------------------------------------------------------------------------------------------
+
+-- Jobs locked by worker_id → history as completed (results[i] belongs to job_ids[i]); returns
+-- the ids completed. 0001's statement, now PL/pgSQL (planned once per session instead of once
+-- per call) and no longer going through complete_locked_jobs (which returned whole rows).
+-- Bought: complete 18 → 12.6 µs per job.
+CREATE OR REPLACE FUNCTION app_jobs.complete_jobs(
+  worker_id text,
+  job_ids bigint[],
+  results json[] DEFAULT NULL
+)
+RETURNS SETOF bigint
+LANGUAGE plpgsql VOLATILE
+AS $$
+BEGIN
+  RETURN QUERY
+  WITH done AS MATERIALIZED (
+    DELETE FROM app_jobs.jobs j
+     WHERE j.id = ANY (complete_jobs.job_ids)
+       AND j.locked_by = complete_jobs.worker_id
+    RETURNING j.*
+  ),
+  unlocked AS (
+    UPDATE app_jobs.job_queues q
+       SET locked_at = NULL, locked_by = NULL
+     WHERE q.queue_name IN (SELECT d.queue_name FROM done d WHERE d.queue_name IS NOT NULL)
+       AND q.locked_by = complete_jobs.worker_id
+  ),
+  input AS (
+    SELECT DISTINCT ON (u.id) u.id, u.result
+      FROM unnest(complete_jobs.job_ids, complete_jobs.results) AS u(id, result)
+     WHERE complete_jobs.results IS NOT NULL
+     ORDER BY u.id
+  ),
+  history AS (
+    INSERT INTO app_jobs.job_history (
+      job_id, database_id, actor_id, task_identifier, queue_name, payload, priority, key, status,
+      attempts, max_attempts, result, last_error, worker_id, created_at, run_at, started_at,
+      finished_at)
+    SELECT d.id, d.database_id, d.actor_id, d.task_identifier, d.queue_name, d.payload,
+           d.priority, d.key, 'completed', d.attempts, d.max_attempts, i.result, d.last_error,
+           complete_jobs.worker_id, d.created_at, d.run_at, d.locked_at, now()
+      FROM done d
+      LEFT JOIN input i ON i.id = d.id
+    ON CONFLICT (job_id) DO UPDATE
+      SET status = EXCLUDED.status, attempts = EXCLUDED.attempts, result = EXCLUDED.result,
+          last_error = EXCLUDED.last_error, worker_id = EXCLUDED.worker_id,
+          started_at = EXCLUDED.started_at, finished_at = EXCLUDED.finished_at
+  )
+  SELECT d.id FROM done d;
+END;
+$$;
+
+-- Failing: per job, retry with backoff, or (not retryable / out of attempts) → history failed.
+-- check_worker: only jobs locked by worker_id (the public functions always check).
+-- The delay: retry_delay(task_identifier, attempts); while no task has a policy of its own the
+-- EXISTS below is evaluated once per statement and every job takes the default directly.
+-- 0006's statement, now PL/pgSQL (planned once per session; fail_jobs, fail_job, the rescue,
+-- expire_callback_deadlines and permanently_fail_jobs all call it); a retried row's
+-- updated_at is set here, so the row trigger is skipped for it.
+CREATE OR REPLACE FUNCTION app_jobs.fail_locked_jobs(
+  worker_id text,
+  job_ids bigint[],
+  error_messages text[],
+  retryable boolean[],
+  check_worker boolean DEFAULT true
+)
+RETURNS TABLE (outcome text, job app_jobs.jobs)
+LANGUAGE plpgsql VOLATILE
+AS $$
+BEGIN
+  RETURN QUERY
+  WITH input AS (
+    SELECT DISTINCT ON (u.id) u.id,
+           coalesce(u.message, 'unknown error') AS message,
+           coalesce(u.retry, true) AS retry
+      FROM unnest(fail_locked_jobs.job_ids, fail_locked_jobs.error_messages,
+                  fail_locked_jobs.retryable) AS u(id, message, retry)
+     WHERE u.id IS NOT NULL
+     ORDER BY u.id
+  ),
+  target AS MATERIALIZED (
+    SELECT j.id, j.queue_name, j.locked_by, i.message,
+           (i.retry AND j.attempts < j.max_attempts) AS retry
+      FROM app_jobs.jobs j
+      JOIN input i ON i.id = j.id
+     WHERE j.locked_by = fail_locked_jobs.worker_id OR NOT fail_locked_jobs.check_worker
+       FOR UPDATE OF j
+  ),
+  retried AS (
+    UPDATE app_jobs.jobs j
+       SET last_error = t.message,
+           run_at = greatest(now(), j.run_at)
+                    + CASE WHEN EXISTS (SELECT 1 FROM app_jobs.task_retry_policies)
+                           THEN app_jobs.retry_delay(j.task_identifier, j.attempts)
+                           ELSE app_jobs.retry_delay(j.attempts)
+                      END,
+           locked_by = NULL,
+           locked_at = NULL,
+           locked_until = NULL,
+           updated_at = greatest(now(), j.updated_at + interval '1 millisecond')
+      FROM target t
+     WHERE j.id = t.id AND t.retry
+    RETURNING j AS job
+  ),
+  failed AS (
+    DELETE FROM app_jobs.jobs j
+     USING target t
+     WHERE j.id = t.id AND NOT t.retry
+    RETURNING json_populate_record(j, json_build_object('last_error', t.message)) AS job
+  ),
+  unlocked AS (
+    UPDATE app_jobs.job_queues q
+       SET locked_at = NULL, locked_by = NULL
+      FROM target t
+     WHERE q.queue_name = t.queue_name
+       AND q.locked_by = t.locked_by
+  ),
+  history AS (
+    INSERT INTO app_jobs.job_history (
+      job_id, database_id, actor_id, task_identifier, queue_name, payload, priority, key, status,
+      attempts, max_attempts, result, last_error, worker_id, created_at, run_at, started_at,
+      finished_at)
+    SELECT (f.job).id, (f.job).database_id, (f.job).actor_id, (f.job).task_identifier,
+           (f.job).queue_name, (f.job).payload, (f.job).priority, (f.job).key, 'failed',
+           (f.job).attempts, (f.job).max_attempts, NULL, (f.job).last_error, (f.job).locked_by,
+           (f.job).created_at, (f.job).run_at, (f.job).locked_at, now()
+      FROM failed f
+    ON CONFLICT (job_id) DO UPDATE
+      SET status = EXCLUDED.status, attempts = EXCLUDED.attempts, result = EXCLUDED.result,
+          last_error = EXCLUDED.last_error, worker_id = EXCLUDED.worker_id,
+          started_at = EXCLUDED.started_at, finished_at = EXCLUDED.finished_at
+  )
+  SELECT 'retry'::text, r.job FROM retried r
+  UNION ALL
+  SELECT 'failed'::text, f.job FROM failed f;
+END;
+$$;
+
+-- ---------------------------------------------------------------------------------------------
+-- The jobs UPDATE trigger: only when the statement left something for it to do
+-- ---------------------------------------------------------------------------------------------
+
+-- tg_jobs_before_write keeps created_at, moves updated_at to greatest(now(), old + 1 ms) and
+-- turns a queue name '' / 'default' into NULL. The claim and the retry set updated_at to that
+-- very value themselves, so for their rows the trigger would change nothing: the WHEN clause
+-- (evaluated in the executor, no PL/pgSQL call) leaves it out exactly then. Any other UPDATE
+-- (one that does not set updated_at, sets it to anything else, touches created_at or renames
+-- the queue to '' / 'default') still runs it, as before.
+-- Bought: about 2.5 µs per claimed job.
+DROP TRIGGER IF EXISTS _100_jobs_before_write ON app_jobs.jobs;
+CREATE TRIGGER _100_jobs_before_write
+  BEFORE UPDATE ON app_jobs.jobs
+  FOR EACH ROW
+  WHEN (NEW.updated_at IS DISTINCT FROM greatest(now(), OLD.updated_at + interval '1 millisecond')
+        OR NEW.created_at IS DISTINCT FROM OLD.created_at
+        OR (NEW.queue_name IS DISTINCT FROM OLD.queue_name
+            AND NEW.queue_name IN ('', 'default')))
+  EXECUTE FUNCTION app_jobs.tg_jobs_before_write();
+
+-- ---------------------------------------------------------------------------------------------
+-- Privileges: the new function is for the job service (administrator), not for PUBLIC.
+-- ---------------------------------------------------------------------------------------------
+
+REVOKE EXECUTE ON FUNCTION
+  app_jobs.claim_jobs_brief(text, text[], interval, integer)
+  FROM PUBLIC;
+
+DO $grants$
+BEGIN
+  IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'administrator') THEN
+    GRANT EXECUTE ON FUNCTION
+      app_jobs.claim_jobs_brief(text, text[], interval, integer)
+      TO administrator;
+  ELSE
+    RAISE NOTICE 'jobs migrate: role administrator does not exist; skipping its grants';
+  END IF;
+END;
+$grants$;
