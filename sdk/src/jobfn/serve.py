@@ -12,6 +12,7 @@ import uvicorn
 from jobfn import json_logs as jobfn_logging
 from jobfn.env import Env
 from jobfn.function import JobFunction
+from jobfn.http_protocol import OneWriteReplies
 
 DEFAULT_PORT = 8080
 DEFAULT_HOST = "0.0.0.0"  # a container's function must be reachable from outside
@@ -30,9 +31,17 @@ def config_for(
     log_level: str = "info",
     access_log: bool = False,
 ) -> uvicorn.Config:
-    """The uvicorn configuration :func:`serve` uses (ASGI 3, lifespan on, graceful drain)."""
+    """The uvicorn configuration :func:`serve` uses (ASGI 3, lifespan on, graceful drain).
+
+    The app is the function's :class:`~jobfn.job_app.JobApp` itself; uvicorn runs it with
+    :class:`~jobfn.http_protocol.OneWriteReplies` (its ``httptools`` protocol, each reply in
+    one write) and without the proxy-headers middleware (a job function reads neither the
+    client address nor the scheme).
+    """
     return uvicorn.Config(
-        fn,
+        fn.asgi,
+        http=OneWriteReplies,
+        proxy_headers=False,
         host=host,
         port=port_from_env() if port is None else port,
         interface="asgi3",
