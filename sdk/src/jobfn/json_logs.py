@@ -41,12 +41,27 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        for key in attributes.keys() - _STANDARD:
-            value = attributes[key]
-            if value is not None:
+        for key, value in attributes.items():
+            if value is not None and key not in _STANDARD:
                 line[key] = value
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
+        return to_json(line, fallback=str).decode()
+
+    def line(
+        self, created: float, level: int, logger: str, message: str, fields: Mapping[str, object]
+    ) -> str:
+        """What :meth:`format` gives for a record without exception made with these values
+        and ``extra=fields``."""
+        line: dict[str, Any] = {
+            "time": self._time(created),
+            "level": logging.getLevelName(level).lower(),
+            "logger": logger,
+            "message": message,
+        }
+        for key, value in fields.items():
+            if value is not None and key not in _STANDARD:
+                line[key] = value
         return to_json(line, fallback=str).decode()
 
 
@@ -56,7 +71,7 @@ def configure(level: int | str = logging.INFO, stream: TextIO | None = None) -> 
     Replaces the root logger's handlers; ``jobfn serve`` calls it at start-up. Call it yourself
     when you serve a job function another way and want the same logs.
     """
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler = _JsonStreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     for old in list(root.handlers):
@@ -78,3 +93,45 @@ class JobLogger(logging.LoggerAdapter[logging.Logger]):
         extra = kwargs.get("extra")
         kwargs["extra"] = {**fields, **extra} if extra else fields
         return msg, kwargs
+
+
+class _JsonStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The handler :func:`configure` installs (so that :func:`emit_direct` can recognise it)."""
+
+
+def emit_direct(
+    logger: logging.Logger, level: int, message: str, fields: Mapping[str, object]
+) -> bool:
+    """Write the line ``logger.log(level, message, extra=fields)`` would write, without making a
+    :class:`logging.LogRecord`, when that record would go to exactly one place: the handler
+    :func:`configure` installed on the root logger (no other handler, no filter on the way, the
+    handler's level allows it). Whether it did; when not, log the usual way.
+    """
+    root = logging.root
+    handlers = root.handlers
+    if len(handlers) != 1:
+        return False
+    handler = handlers[0]
+    if type(handler) is not _JsonStreamHandler or handler.filters or level < handler.level:
+        return False
+    formatter = handler.formatter
+    if type(formatter) is not JsonFormatter:
+        return False
+    current: logging.Logger | None = logger
+    while current is not None and current is not root:
+        if current.handlers or current.filters or current.disabled or not current.propagate:
+            return False
+        current = current.parent
+    if root.filters or root.disabled:
+        return False
+    text = formatter.line(time.time(), level, logger.name, message, fields)
+    with handler.lock:  # type: ignore[union-attr]
+        try:
+            stream = handler.stream
+            stream.write(text + handler.terminator)
+            handler.flush()
+        except RecursionError:
+            raise
+        except Exception:
+            return False
+    return True
