@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import TYPE_CHECKING
 
 import anyio.from_thread
@@ -26,6 +27,8 @@ class JobContext:
         "_callback",
         "_logger",
         "_logger_name",
+        "_new_trace",
+        "_traceparent",
         "actor_id",
         "attempt",
         "callback_url",
@@ -33,7 +36,6 @@ class JobContext:
         "job_id",
         "max_attempts",
         "task",
-        "traceparent",
         "worker_id",
     )
 
@@ -51,7 +53,10 @@ class JobContext:
         traceparent: str | None = None,
         logger_name: str = "jobfn.handler",
         callback: CallbackChannel | None = None,
+        new_trace: bool = False,
     ) -> None:
+        """``new_trace`` without a ``traceparent``: this attempt gets a fresh one (a new trace),
+        made when it is first read."""
         self.job_id = job_id
         """The job's id (decimal text), from ``X-Job-Id``."""
         self.worker_id = worker_id
@@ -68,12 +73,24 @@ class JobContext:
         """How many attempts the job has in all (``X-Job-Max-Attempts``)."""
         self.callback_url = callback_url
         """Where the function reports the outcome (``X-Callback-Url``)."""
-        self.traceparent = traceparent
-        """The W3C trace context of this attempt."""
+        self._traceparent = traceparent
+        self._new_trace = new_trace
         self._logger_name = logger_name
         self._logger: JobLogger | None = None
         self._callback = callback
         """Where progress reports go (``None``: the request named no callback URL)."""
+
+    @property
+    def traceparent(self) -> str | None:
+        """The W3C trace context of this attempt (``traceparent`` header)."""
+        value = self._traceparent
+        if value is None and self._new_trace:
+            value = self._traceparent = new_traceparent()
+        return value
+
+    @traceparent.setter
+    def traceparent(self, value: str | None) -> None:
+        self._traceparent = value
 
     @property
     def fields(self) -> dict[str, object]:
@@ -126,6 +143,12 @@ class JobContext:
     def __repr__(self) -> str:
         inner = ", ".join(f"{key}={value!r}" for key, value in self.fields.items())
         return f"JobContext({inner})"
+
+
+def new_traceparent() -> str:
+    """A fresh W3C ``traceparent``: version 00, random trace and span ids, sampled."""
+    raw = os.urandom(24).hex()
+    return f"00-{raw[:32]}-{raw[32:]}-01"
 
 
 def _progress_body(percent: float, message: str | None) -> bytes:

@@ -86,7 +86,8 @@ class DirectRunner:
         traceparent: str | None = None,
     ) -> Outcome:
         """Run one job attempt on the JSON ``body``; the outcome the function would reply
-        with (a handler's exception is a failed outcome, never raised)."""
+        with (a handler's exception is a failed outcome, never raised). Without a
+        ``traceparent`` the attempt gets a fresh one, made only if the handler reads it."""
         started = time.perf_counter()
         fn = self.fn
         endpoint = self._endpoint
@@ -106,6 +107,7 @@ class DirectRunner:
             traceparent=traceparent,
             logger_name=self._logger_name,
             callback=channel,
+            new_trace=True,
         )
         limit = fn.max_body_size
         if len(body) > limit:

@@ -8,28 +8,72 @@ would have given (:func:`jobservice.verdict.of_outcome`, the reply-size cap incl
 headers are built or parsed, no reply encoded or decoded; other ASGI applications named in
 ``JOBS_INPROCESS`` keep going through :class:`jobservice.transport.AsgiTransport`.
 
-What in-process dispatch promises is kept: the task's ``JOBS_TIMEOUT`` (the call is cancelled
-and the attempt fails with ``timed out after … s in <target>``), the function's own timeout,
-its payload size limit and validation, its log line, progress reports and background jobs
-through the worker's callback URL, and its lifespan (run by the service around the worker).
-Each job runs in an asyncio task of its own; the verdict is the task's result.
+What in-process dispatch promises is kept: the task's ``JOBS_TIMEOUT`` (the call is
+cancelled, at most :data:`SLICE` late, and the attempt fails with ``timed out after … s in
+<target>``), the function's own timeout, its payload size limit and validation, its log line,
+progress reports and background jobs through the worker's callback URL, and its lifespan (run
+by the service around the worker). Each job runs in an asyncio task of its own (its own
+context, as for any task); the verdict is the task's result.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 
 from jobfn import JobFunction
 from jobservice import verdict
 from jobservice.claimed_job import ClaimedJob
-from jobservice.transport import Dispatch, traceparent
+from jobservice.transport import Dispatch
 from jobservice.verdict import Verdict
+
+SLICE = 0.05
+"""Timeouts are grouped by the slice of time their deadline falls in (seconds): a call is
+cancelled at most this long after its ``JOBS_TIMEOUT``."""
+
+
+class _Call:
+    """One job's call: its task, and whether its deadline cancelled it."""
+
+    __slots__ = ("slice", "task", "timed_out")
+
+    task: asyncio.Task[Verdict]
+    slice: set[_Call]
+    """The deadline slice it is in (it leaves it when it ends)."""
+
+    def __init__(self) -> None:
+        self.timed_out = False
+
+
+class Deadlines:
+    """Cancels the calls still running at their deadline, with one timer per :data:`SLICE` of
+    time (a job costs a set insertion, not a timer of its own)."""
+
+    __slots__ = ("_slices",)
+
+    def __init__(self) -> None:
+        self._slices: dict[int, set[_Call]] = {}
+
+    def add(self, loop: asyncio.AbstractEventLoop, call: _Call, seconds: float) -> set[_Call]:
+        """Cancel ``call.task`` in ``seconds`` unless it leaves the returned set first."""
+        key = math.ceil((loop.time() + seconds) / SLICE)
+        calls = self._slices.get(key)
+        if calls is None:
+            calls = self._slices[key] = set()
+            loop.call_at(key * SLICE, self._expire, key)
+        calls.add(call)
+        return calls
+
+    def _expire(self, key: int) -> None:
+        for call in self._slices.pop(key, ()):
+            call.timed_out = True
+            call.task.cancel()
 
 
 class DirectTransport:
     """Run ``function`` (imported as ``target``) in this process, without HTTP."""
 
-    __slots__ = ("breaker_key", "dispatch", "function", "runner", "target", "where")
+    __slots__ = ("_deadlines", "breaker_key", "dispatch", "function", "runner", "target", "where")
 
     def __init__(self, target: str, function: JobFunction, dispatch: Dispatch) -> None:
         self.target = target
@@ -40,39 +84,42 @@ class DirectTransport:
             worker_id=dispatch.worker_id, callback_url=dispatch.callback_url
         )
         self.where = f"in-process function {target}"
+        self._deadlines = Deadlines()
 
     def start(self, job: ClaimedJob) -> asyncio.Future[Verdict]:
         """Run the job in a task of its own (the worker cancels it at shutdown)."""
-        return asyncio.get_running_loop().create_task(self.run(job))
+        loop = asyncio.get_running_loop()
+        seconds = self.dispatch.timeout_for(job.task)
+        call = _Call()
+        call.task = task = loop.create_task(self._run(job, call, seconds))
+        call.slice = self._deadlines.add(loop, call, seconds)
+        return task
 
     async def run(self, job: ClaimedJob) -> Verdict:
-        """Run the job now (within the task's timeout); its verdict."""
-        seconds = self.dispatch.timeout_for(job.task)
+        """``await start(job)``."""
+        return await self.start(job)
+
+    async def _run(self, job: ClaimedJob, call: _Call, seconds: float) -> Verdict:
         try:
-            async with asyncio.timeout(seconds) as deadline:
-                outcome = await self.runner.run(
-                    job.payload,
-                    job_id=str(job.id),
-                    task=job.task,
-                    attempt=job.attempts,
-                    max_attempts=job.max_attempts,
-                    database_id=job.database_id,
-                    actor_id=job.actor_id,
-                    traceparent=traceparent(),
-                )
-        except TimeoutError as exc:
-            if not deadline.expired():
-                return self._raised(exc)
-            return verdict.failure(f"timed out after {seconds:g} s in {self.target}")
+            outcome = await self.runner.run(
+                job.payload,
+                job_id=str(job.id),
+                task=job.task,
+                attempt=job.attempts,
+                max_attempts=job.max_attempts,
+                database_id=job.database_id,
+                actor_id=job.actor_id,
+            )
         except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if task is None or task.cancelling():
+            if call.timed_out:
+                return verdict.failure(f"timed out after {seconds:g} s in {self.target}")
+            task = call.task
+            if task.cancelling():
                 raise  # the worker's shutdown
             return verdict.failure(f"{self.where} was cancelled")
         except Exception as exc:
-            return self._raised(exc)
+            detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            return verdict.failure(f"{self.where} raised {detail}")
+        finally:
+            call.slice.discard(call)
         return verdict.of_outcome(outcome, self.where, self.dispatch.max_reply_bytes)
-
-    def _raised(self, exc: Exception) -> Verdict:
-        detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        return verdict.failure(f"{self.where} raised {detail}")
