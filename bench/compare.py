@@ -9,8 +9,10 @@ this way it weighs on every peer alike):
   own duration when that is longer); rate = 80 % of the jobs over the time from 90 % left to
   10 % left (with several processes: from when the last one is ready, if that is later, so
   each rate is measured with all of them running). The same window gives the PostgreSQL CPU
-  per job (the database's server processes) and the workers' CPU per job; peak memory is the
-  largest worker ``VmHWM``.
+  per job (the database's server processes), the workers' CPU per job and, for HTTP dispatch,
+  the function server's CPU per job; peak memory is the largest worker ``VmHWM``. With
+  several drain sizes, the rate at the largest over the rate at the smallest shows how a
+  queue holds up as the backlog grows.
 - **processes**: the same drain with 1, 2, 4 worker processes;
 - **enqueue**: jobs/s through the peer's batch call (1,000 jobs per call) and one job per
   transaction;
@@ -34,7 +36,7 @@ from pathlib import Path
 import psycopg
 
 from bench.harness import QUERIES, ROOT, database, execute, server
-from bench.measure import drain_window, percentile
+from bench.measure import drain_window, percentile, rate_ratio
 from bench.peers import BATCH, PEERS, Conn, Peer
 from bench.probe import Poller
 
@@ -53,6 +55,8 @@ class DrainFigure:
     server_us: float
     worker_us: float
     peak_mb: float
+    function_us: float | None = None
+    """CPU per job of the function processes (``None``: the workers run the function)."""
 
 
 @dataclass
@@ -76,14 +80,23 @@ def drain(peer: Peer, conninfo: str, conn: Conn, n: int, count: int) -> DrainFig
     peer.enqueue(conninfo, conn, n, BATCH)
     execute(conn, "vacuum")
     pids: list[int] = []
-    poller = Poller(conninfo, QUERIES[peer.pending], QUERIES["backend_pids"], lambda: pids)
+    poller = Poller(
+        conninfo, QUERIES[peer.pending], QUERIES["backend_pids"], lambda: pids, peer.function_pids
+    )
     with poller, peer.workers(conninfo, count) as workers:
         ready = time.monotonic()
         pids.extend(process.popen.pid for process in workers)
         poller.wait_empty(_wait_limit(n))
         peak = max(process.peak_memory_mb() for process in workers)
+        functions = bool(peer.function_pids())
     window = drain_window(poller.samples, n, not_before=ready if count > 1 else None)
-    return DrainFigure(window.rate, window.server_us_per_job, window.worker_us_per_job, peak)
+    return DrainFigure(
+        window.rate,
+        window.server_us_per_job,
+        window.worker_us_per_job,
+        peak,
+        window.function_us_per_job if functions else None,
+    )
 
 
 def latency(
@@ -172,9 +185,10 @@ def measure(subjects: Sequence[Subject], args: argparse.Namespace) -> None:
                 s.say(f"drain {n:,} x{count} FAILED: {exc}")
                 continue
             s.figures.drains[n, count] = got
+            function = "" if got.function_us is None else f", function {got.function_us:.0f} us/job"
             s.say(
                 f"drain {n:,} x{count}: {got.rate:,.0f} jobs/s, server {got.server_us:.0f}"
-                f" us/job, worker {got.worker_us:.0f} us/job, peak {got.peak_mb:.0f} MB"
+                f" us/job, worker {got.worker_us:.0f} us/job{function}, peak {got.peak_mb:.0f} MB"
             )
     if args.enqueue:
         for s in subjects:
@@ -197,9 +211,13 @@ def measure(subjects: Sequence[Subject], args: argparse.Namespace) -> None:
             continue
         stamp_file = ROOT / ".cache" / f"bench-stamps-{os.getpid()}-{peer.name}.txt"
         warm_up = WARM_UP if peer.wakes_on_notify else 2
-        s.figures.latency_ms = latency(
-            peer, s.conninfo, s.conn, samples, stamp_file, warm_up=warm_up
-        )
+        try:
+            s.figures.latency_ms = latency(
+                peer, s.conninfo, s.conn, samples, stamp_file, warm_up=warm_up
+            )
+        except RuntimeError as exc:  # one failed latency run keeps the others
+            s.say(f"latency FAILED: {exc}")
+            continue
         s.say(
             f"latency: p50 {percentile(s.figures.latency_ms, 0.5):.2f} ms, "
             f"p99 {percentile(s.figures.latency_ms, 0.99):.2f} ms ({samples} samples)"
@@ -257,11 +275,29 @@ def table(results: dict[str, PeerFigures], args: argparse.Namespace, where: str)
             "",
             lower=True,
         )
+        if any(v is not None and v.function_us is not None for v in cells.values()):
+            add(
+                "  function CPU per job (us)",
+                {k: v.function_us if v else None for k, v in cells.items()},
+                "",
+                lower=True,
+            )
         add(
             "  worker peak memory (MB)",
             {k: v.peak_mb if v else None for k, v in cells.items()},
             "",
             lower=True,
+        )
+    ratios = {
+        name: rate_ratio({n: f.rate for (n, c), f in results[name].drains.items() if c == 1})
+        for name in names
+    }
+    sizes = {(r[0], r[1]) for r in ratios.values() if r is not None}
+    for large, small in sorted(sizes):
+        add(
+            f"drain rate {large:,} / {small:,} queued",
+            {k: r[2] if r and (r[0], r[1]) == (large, small) else None for k, r in ratios.items()},
+            "",
         )
     if args.enqueue:
         add(

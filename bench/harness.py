@@ -247,15 +247,24 @@ def worker(
 
 
 @contextmanager
-def function_server(module: str, extra: Mapping[str, str] | None = None) -> Iterator[str]:
-    """``jobfn serve MODULE`` on a free port; yields its URL."""
+def function_process(
+    module: str, extra: Mapping[str, str] | None = None
+) -> Iterator[tuple[str, Process]]:
+    """``jobfn serve MODULE`` on a free port; yields its URL and its process."""
     port = free_port()
     with started(
         [str(BIN / "jobfn"), "serve", module],
         {"PORT": str(port), "JOBS_SIGNING_SECRET": SIGNING_SECRET, **(extra or {})},
         f"http://127.0.0.1:{port}/health/readiness",
-    ):
-        yield f"http://127.0.0.1:{port}/"
+    ) as process:
+        yield f"http://127.0.0.1:{port}/", process
+
+
+@contextmanager
+def function_server(module: str, extra: Mapping[str, str] | None = None) -> Iterator[str]:
+    """``jobfn serve MODULE`` on a free port; yields its URL."""
+    with function_process(module, extra) as (url, _process):
+        yield url
 
 
 QUERIES = parse((Path(__file__).parent / "queries.sql").read_text(encoding="utf-8"))

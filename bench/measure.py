@@ -13,12 +13,14 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Sample:
-    """One poll: when (monotonic seconds), pending rows, and cumulative CPU seconds so far."""
+    """One poll: when (monotonic seconds), pending rows, and cumulative CPU seconds so far (of
+    the server processes, the worker processes and the function processes, if any)."""
 
     at: float
     pending: int
     server_cpu: float = 0.0
     worker_cpu: float = 0.0
+    function_cpu: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,8 @@ class Window:
     """PostgreSQL CPU (the benchmark database's server processes) per job, microseconds."""
     worker_us_per_job: float
     """The worker processes' CPU per job, microseconds."""
+    function_us_per_job: float = 0.0
+    """The function processes' CPU per job (HTTP dispatch), microseconds; 0 without any."""
 
 
 def crossing(samples: Sequence[Sample], level: float) -> tuple[float, int]:
@@ -95,8 +99,18 @@ def drain_window(samples: Sequence[Sample], total: int, not_before: float | None
     done = first.pending - last.pending
     server = last.server_cpu - first.server_cpu
     worker = last.worker_cpu - first.worker_cpu
+    function = last.function_cpu - first.function_cpu
     per_job = 1e6 / done if done > 0 else float("nan")
-    return Window(jobs / seconds, server * per_job, worker * per_job)
+    return Window(jobs / seconds, server * per_job, worker * per_job, function * per_job)
+
+
+def rate_ratio(rates: dict[int, float]) -> tuple[int, int, float] | None:
+    """``(largest, smallest, rate at largest / rate at smallest)`` over drain sizes, or ``None``
+    with fewer than two sizes: how a queue's rate holds up as the backlog grows."""
+    if len(rates) < 2:
+        return None
+    small, large = min(rates), max(rates)
+    return large, small, rates[large] / rates[small]
 
 
 def percentile(samples: Sequence[float], fraction: float) -> float:

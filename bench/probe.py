@@ -3,7 +3,8 @@
 Server CPU is read from ``/proc/<pid>/schedstat`` (nanoseconds on CPU) of the PostgreSQL
 processes serving the benchmark database (``pg_stat_activity``: client backends and
 autovacuum workers; the poller's own backend is left out). Worker CPU is read from
-``/proc/<pid>/stat`` (user + system time of every thread) of the worker processes.
+``/proc/<pid>/stat`` (user + system time of every thread) of the worker processes, and so is
+the CPU of the function processes that serve HTTP dispatch, when there are any.
 """
 
 from __future__ import annotations
@@ -80,12 +81,14 @@ class Poller:
         pending_sql: str,
         pids_sql: str,
         worker_pids: Callable[[], Sequence[int]],
+        function_pids: Callable[[], Sequence[int]] = lambda: (),
     ) -> None:
         self.samples: list[Sample] = []
         self._conninfo = conninfo
         self._pending_sql = pending_sql
         self._pids_sql = pids_sql
         self._worker_pids = worker_pids
+        self._function_pids = function_pids
         self._stop = threading.Event()
         self._empty = threading.Event()
         self._error: BaseException | None = None
@@ -123,6 +126,7 @@ class Poller:
     def _poll(self) -> None:
         server = CpuMeter(backend_cpu_seconds, late_from_zero=True)
         worker = CpuMeter(process_cpu_seconds, late_from_zero=False)
+        function = CpuMeter(process_cpu_seconds, late_from_zero=False)
         with psycopg.connect(self._conninfo, autocommit=True) as conn:
             backends: list[int] = []
             polls = 0
@@ -145,6 +149,7 @@ class Poller:
                         pending=pending,
                         server_cpu=server.total(backends),
                         worker_cpu=worker.total(workers),
+                        function_cpu=function.total(self._function_pids()),
                     )
                 )
                 if pending == 0:

@@ -31,7 +31,7 @@ from bench.harness import (
     Launch,
     Process,
     execute,
-    function_server,
+    function_process,
     started_all,
     worker_launch,
 )
@@ -84,6 +84,11 @@ class Peer:
 
     def setup(self, conninfo: str) -> None:
         """Install the queue's schema into the (empty) database ``conninfo``."""
+
+    def function_pids(self) -> list[int]:
+        """The processes that run the jobs' function apart from the workers (HTTP dispatch),
+        while :meth:`workers` runs; none for a queue whose workers run the function."""
+        return []
 
     def clear(self, conn: Conn) -> None:
         """Remove every job."""
@@ -154,6 +159,12 @@ class OursHttp(Ours):
     name = "ours-http"
     concurrency = 50
 
+    def __init__(self) -> None:
+        self._functions: list[Process] = []
+
+    def function_pids(self) -> list[int]:
+        return [process.popen.pid for process in self._functions]
+
     @contextmanager
     def workers(
         self, conninfo: str, count: int, stamp_file: Path | None = None
@@ -162,8 +173,8 @@ class OursHttp(Ours):
         if stamp_file is not None:
             env["BENCH_STAMP_FILE"] = str(stamp_file)
         with (
-            function_server("bench.noop:noop", env) as noop_url,
-            function_server("bench.noop:stamp", env) as stamp_url,
+            function_process("bench.noop:noop", env) as (noop_url, noop_process),
+            function_process("bench.noop:stamp", env) as (stamp_url, _stamp_process),
             started_all(
                 [
                     worker_launch(
@@ -176,7 +187,11 @@ class OursHttp(Ours):
                 ]
             ) as started_workers,
         ):
-            yield started_workers
+            self._functions = [noop_process]  # the drains' jobs all go to the no-op function
+            try:
+                yield started_workers
+            finally:
+                self._functions = []
 
 
 class Graphile(Peer):

@@ -48,7 +48,12 @@ def test_compare_measures_ours_beside_pgqueuer_in_one_table(pg_admin_conninfo: s
             "compare",
             "--peers",
             "ours,pgqueuer",
-            *QUICK,
+            "--sizes",
+            "300,600",
+            "--processes",
+            "1,2",
+            "--process-jobs",
+            "300",
             "--enqueue",
             "300",
             "--single",
@@ -78,6 +83,12 @@ def test_compare_measures_ours_beside_pgqueuer_in_one_table(pg_admin_conninfo: s
         assert ours[0].isdigit(), (label, ours)
         assert peer[0].isdigit(), (label, peer)
         assert ratio.endswith("x"), (label, ratio)
+    # how each queue's rate holds up from the smallest to the largest backlog
+    ours, peer, _ratio = _row(out, "drain rate 600 / 300 queued")
+    assert float(ours) > 0, out
+    assert float(peer) > 0, out
+    # the workers run the function: no separate function CPU
+    assert not any(ln.startswith("  function CPU") for ln in out.splitlines()), out
 
 
 def test_compare_runs_http_dispatch(pg_admin_conninfo: str) -> None:
@@ -98,7 +109,10 @@ def test_compare_runs_http_dispatch(pg_admin_conninfo: str) -> None:
         pg_admin_conninfo,
     )
     assert _row(out, "drain 300 queued, 1 process")[0][0].isdigit()
+    # the function server (jobfn serve) spends CPU of its own on every job, reported apart
+    assert float(_row(out, "  function CPU per job (us)")[0].replace(",", "")) > 0, out
     assert _row(out, "latency enqueue -> handler p50")[0][0].isdigit()
+    assert _row(out, "latency enqueue -> handler p99")[0][0].isdigit()
 
 
 def test_bad_flags_name_the_flag_and_what_was_expected(pg_admin_conninfo: str) -> None:

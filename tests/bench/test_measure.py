@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.measure import Sample, crossing, drain_window, percentile, poll_interval
+from bench.measure import Sample, crossing, drain_window, percentile, poll_interval, rate_ratio
 
 
 def test_the_rate_is_80_percent_of_the_jobs_between_90_and_10_percent_left() -> None:
@@ -33,6 +33,27 @@ def test_cpu_per_job_comes_from_the_same_window() -> None:
     # From the last sample above 90 left (91) to the first at or below 10 left (1).
     assert window.server_us_per_job == pytest.approx(9_000 / 90)
     assert window.worker_us_per_job == pytest.approx(18_000 / 90)
+
+
+def test_the_function_processes_cpu_per_job_comes_from_the_same_window() -> None:
+    samples = [
+        Sample(at=0.0, pending=100, function_cpu=5.0),
+        Sample(at=1.0, pending=91, function_cpu=5.0),
+        Sample(at=2.0, pending=11, function_cpu=5.004),
+        Sample(at=2.1, pending=1, function_cpu=5.009),
+    ]
+    assert drain_window(samples, 100).function_us_per_job == pytest.approx(9_000 / 90)
+    without_functions = [Sample(at=0.0, pending=100), Sample(at=1.0, pending=0)]
+    assert drain_window(without_functions, 100).function_us_per_job == 0
+
+
+def test_the_rate_ratio_is_the_largest_backlog_over_the_smallest() -> None:
+    assert rate_ratio({10_000: 8_000.0, 1_000_000: 4_000.0, 100_000: 7_000.0}) == (
+        1_000_000,
+        10_000,
+        0.5,
+    )
+    assert rate_ratio({10_000: 8_000.0}) is None
 
 
 def test_a_queue_that_never_drained_is_an_error_not_a_rate() -> None:
