@@ -81,11 +81,37 @@ class Envelope:
     def message(self, timestamp: int) -> bytes:
         """The signed bytes: ``v2\\n<purpose>\\n<t>\\n<worker>\\n<job>\\n<attempt>\\n<database>
         \\n<callback url>\\n<X-Job-Error>\\n<raw body>`` (text as UTF-8)."""
-        head = (
-            f"v2\n{self.purpose}\n{timestamp}\n{self.worker_id}\n{self.job_id}\n{self.attempt}\n"
-            f"{self.database_id}\n{self.callback_url}\n{self.job_error}\n"
+        return signed_message(
+            self.purpose,
+            timestamp,
+            worker_id=self.worker_id,
+            job_id=self.job_id,
+            attempt=self.attempt,
+            database_id=self.database_id,
+            callback_url=self.callback_url,
+            job_error=self.job_error,
+            body=self.body,
         )
-        return head.encode("utf-8", "surrogateescape") + self.body
+
+
+def signed_message(
+    purpose: str,
+    timestamp: int,
+    *,
+    worker_id: str,
+    job_id: str,
+    attempt: str,
+    database_id: str,
+    callback_url: str,
+    job_error: str,
+    body: bytes,
+) -> bytes:
+    """What a v2 signature covers (:meth:`Envelope.message` of these values)."""
+    head = (
+        f"v2\n{purpose}\n{timestamp}\n{worker_id}\n{job_id}\n{attempt}\n"
+        f"{database_id}\n{callback_url}\n{job_error}\n"
+    )
+    return head.encode("utf-8", "surrogateescape") + body
 
 
 class Signer:
@@ -111,8 +137,15 @@ class Signer:
     def sign(self, envelope: Envelope, timestamp: int, *, every_secret: bool = False) -> str:
         """The ``X-Job-Signature`` value ``t=<timestamp>,v2=<hex>`` (one ``v2`` per secret
         with ``every_secret``, for a rotation in which verifiers may know only the new one)."""
-        message = envelope.message(timestamp)
-        keys = self._keys if every_secret else self._keys[:1]
+        return self.sign_message(envelope.message(timestamp), timestamp, every_secret=every_secret)
+
+    def sign_message(self, message: bytes, timestamp: int, *, every_secret: bool = False) -> str:
+        """:meth:`sign` of an envelope whose :meth:`Envelope.message` is ``message``."""
+        keys = self._keys
+        if len(keys) == 1 or not every_secret:
+            mac = keys[0].copy()
+            mac.update(message)
+            return f"t={timestamp},v2={mac.hexdigest()}"
         return f"t={timestamp}," + ",".join(f"v2={self._digest(k, message)}" for k in keys)
 
     def verify(
@@ -579,7 +612,7 @@ class HttpDispatchHead:
     signer=signer, timestamp=timestamp)`` in that order (one ``v2=`` per secret), then the
     blank line: the bytes to send before the body. The templates are built by
     :func:`dispatch_headers` itself, with placeholders where the per-job values go, so that
-    function stays the one place the headers are defined; each job only joins its own values
+    function stays the one place the headers are defined; each job only formats its own values
     in and signs. A per-job value with a line break raises :class:`ValueError` (it would end
     the header and start another).
     """
@@ -602,7 +635,7 @@ class HttpDispatchHead:
         self._signer = signer
         self._worker_id = worker_id
         self._callback_url = callback_url
-        self._templates: dict[tuple[bool, bool], tuple[list[str], tuple[int, ...]]] = {}
+        self._templates: dict[tuple[bool, bool], str] = {}
         slots = tuple(f"\x00slot-{name}\x00" for name in _SLOT_NAMES)
         job_id, database_id, actor_id, task, attempt, max_attempts, trace, _ = slots
         for with_database in (False, True):
@@ -626,21 +659,12 @@ class HttpDispatchHead:
                     f"{name}: {slots[-1] if name == 'Content-Length' else value}\r\n"
                     for name, value in pairs
                 ]
-                text = "".join(lines)
-                # Split around the placeholders: text segments and, between them, slot numbers.
-                segments: list[str] = []
-                order: list[int] = []
-                rest = text
-                while True:
-                    found = [(rest.find(s), n) for n, s in enumerate(slots) if s in rest]
-                    if not found:
-                        segments.append(rest)
-                        break
-                    at, n = min(found)
-                    segments.append(rest[:at])
-                    order.append(n)
-                    rest = rest[at + len(slots[n]) :]
-                self._templates[with_database, with_actor] = (segments, tuple(order))
+                # A str.format template: braces of the constant text doubled, each placeholder
+                # replaced by the index of its value in head()'s arguments.
+                template = "".join(lines).replace("{", "{{").replace("}", "}}")
+                for index, slot in enumerate(slots):
+                    template = template.replace(slot, f"{{{index}}}")
+                self._templates[with_database, with_actor] = template
 
     def head(
         self,
@@ -656,39 +680,33 @@ class HttpDispatchHead:
         timestamp: int,
     ) -> bytes:
         """The request head (request line, headers, blank line) of one dispatch."""
-        segments, order = self._templates[database_id is not None, actor_id is not None]
         for value in (task, database_id, actor_id):
             if value is not None and ("\n" in value or "\r" in value):
                 raise ValueError(f"a line break in a dispatch header value: {value!r}")
         attempt_text = str(attempt)
-        values = (
+        text = self._templates[database_id is not None, actor_id is not None].format(
             job_id,
             database_id,
             actor_id,
             task,
             attempt_text,
-            str(max_attempts),
+            max_attempts,
             traceparent,
-            str(len(body)),
+            len(body),
         )
-        parts = [segments[0]]
-        for index, slot in enumerate(order, 1):
-            parts.append(values[slot])  # type: ignore[arg-type]  # the template has it
-            parts.append(segments[index])
         signer = self._signer
-        if signer is not None:
-            envelope = Envelope(
-                PURPOSE_DISPATCH,
-                self._worker_id,
-                job_id,
-                attempt_text,
-                database_id or "",
-                self._callback_url,
-                "",
-                body,
-            )
-            parts.append("X-Job-Signature: ")
-            parts.append(signer.sign(envelope, timestamp, every_secret=True))
-            parts.append("\r\n")
-        parts.append("\r\n")
-        return "".join(parts).encode("utf-8", "surrogateescape")
+        if signer is None:
+            return (text + "\r\n").encode("utf-8", "surrogateescape")
+        message = signed_message(
+            PURPOSE_DISPATCH,
+            timestamp,
+            worker_id=self._worker_id,
+            job_id=job_id,
+            attempt=attempt_text,
+            database_id=database_id or "",
+            callback_url=self._callback_url,
+            job_error="",
+            body=body,
+        )
+        signature = signer.sign_message(message, timestamp, every_secret=True)
+        return f"{text}X-Job-Signature: {signature}\r\n\r\n".encode("utf-8", "surrogateescape")
