@@ -99,6 +99,11 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@job_function(name="d-progress", signing_secret=SECRET)
+async def reports(payload: dict[str, int], ctx: JobContext) -> None:
+    assert await ctx.progress(payload["n"], "working")
+
+
 @dataclass
 class Callbacks:
     """A real HTTP callback endpoint on 127.0.0.1 that records what it receives."""
@@ -298,3 +303,18 @@ async def test_jobfn_functions_are_routed_to_the_direct_transport(callbacks: Cal
     assert isinstance(direct, DirectTransport)
     assert (direct.target, direct.function, direct.breaker_key) == ("tests:double", double, None)
     assert isinstance(router.route("b"), AsgiTransport)
+
+
+async def test_progress_reports_of_a_direct_job_reach_the_callback_url(
+    callbacks: Callbacks,
+) -> None:
+    reports.start()
+    direct, asgi = await both(dispatch_to(callbacks), reports, job("d-progress", b'{"n": 30}'))
+    assert direct == asgi
+    assert direct.kind is Kind.COMPLETED
+    await callbacks.wait_for(2)
+    (first_headers, first), (second_headers, second) = callbacks.received
+    assert first == second
+    assert json.loads(first) == {"status": "progress", "progress": 30, "message": "working"}
+    for headers in (first_headers, second_headers):
+        assert (headers["x-job-id"], headers["x-job-attempt"]) == ("7", "2")

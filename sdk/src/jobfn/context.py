@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import anyio.from_thread
 
@@ -13,6 +13,15 @@ from jobfn.json_logs import JobLogger
 
 if TYPE_CHECKING:
     from jobfn.callback_sender import CallbackChannel
+
+
+class CallbackSource(Protocol):
+    """Makes a job's callback channel when it is first needed (see
+    :meth:`JobContext.of_attempt`)."""
+
+    def channel(self, ctx: JobContext) -> CallbackChannel | None:
+        """The channel of ``ctx``'s job (``None``: nowhere to report)."""
+        ...
 
 
 class JobContext:
@@ -28,6 +37,7 @@ class JobContext:
         "_logger",
         "_logger_name",
         "_new_trace",
+        "_source",
         "_traceparent",
         "actor_id",
         "attempt",
@@ -79,6 +89,48 @@ class JobContext:
         self._logger: JobLogger | None = None
         self._callback = callback
         """Where progress reports go (``None``: the request named no callback URL)."""
+        self._source: CallbackSource | None = None
+
+    @classmethod
+    def of_attempt(  # noqa: PLR0917 (positional: the cheap constructor)
+        cls,
+        job_id: str,
+        worker_id: str | None,
+        database_id: str | None,
+        actor_id: str | None,
+        task: str,
+        attempt: int,
+        max_attempts: int,
+        callback_url: str | None,
+        logger_name: str,
+        source: CallbackSource | None,
+    ) -> JobContext:
+        """The context of one attempt dispatched in this process (:mod:`jobfn.direct`): the
+        same as the keyword constructor with ``new_trace=True``, built for a fraction of its
+        cost; ``source`` makes the callback channel when a progress report first needs it."""
+        ctx = object.__new__(cls)
+        ctx.job_id = job_id
+        ctx.worker_id = worker_id
+        ctx.database_id = database_id
+        ctx.actor_id = actor_id
+        ctx.task = task
+        ctx.attempt = attempt
+        ctx.max_attempts = max_attempts
+        ctx.callback_url = callback_url
+        ctx._traceparent = None
+        ctx._new_trace = True
+        ctx._logger_name = logger_name
+        ctx._logger = None
+        ctx._callback = None
+        ctx._source = source
+        return ctx
+
+    def _channel(self) -> CallbackChannel | None:
+        channel = self._callback
+        if channel is None and self._source is not None:
+            channel = self._callback = self._source.channel(self)
+            self._source = None
+        return channel
 
     @property
     def traceparent(self) -> str | None:
@@ -129,14 +181,15 @@ class JobContext:
         report does not end the job; delivery problems are logged, never raised.
         """
         body = _progress_body(percent, message)
-        if self._callback is None:
+        channel = self._channel()
+        if channel is None:
             return False
-        return await self._callback.send(body, error=False, attempts=2)
+        return await channel.send(body, error=False, attempts=2)
 
     def progress_sync(self, percent: float, message: str | None = None) -> bool:
         """:meth:`progress` for a synchronous handler (which the SDK runs in a thread)."""
         _progress_body(percent, message)
-        if self._callback is None:
+        if self._channel() is None:
             return False
         return anyio.from_thread.run(self.progress, percent, message)
 

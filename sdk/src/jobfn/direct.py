@@ -73,6 +73,16 @@ class DirectRunner:
         self._sender = fn.asgi.sender
         self._signer = fn.signer
 
+    def channel(self, ctx: JobContext) -> CallbackChannel | None:
+        """The callback channel of the job of ``ctx`` (to the worker's callback URL)."""
+        endpoint = self._endpoint
+        if endpoint is None or ctx.job_id is None:
+            return None
+        target = CallbackTarget(
+            endpoint, self.worker_id, ctx.job_id, ctx.database_id, str(ctx.attempt)
+        )
+        return CallbackChannel(self._sender, target, self._signer)
+
     async def run(
         self,
         body: bytes,
@@ -90,25 +100,20 @@ class DirectRunner:
         ``traceparent`` the attempt gets a fresh one, made only if the handler reads it."""
         started = time.perf_counter()
         fn = self.fn
-        endpoint = self._endpoint
-        channel = None
-        if endpoint is not None:
-            target = CallbackTarget(endpoint, self.worker_id, job_id, database_id, str(attempt))
-            channel = CallbackChannel(self._sender, target, self._signer)
-        ctx = JobContext(
-            job_id=job_id,
-            worker_id=self.worker_id,
-            database_id=database_id,
-            actor_id=actor_id,
-            task=task,
-            attempt=attempt,
-            max_attempts=max_attempts,
-            callback_url=self.callback_url or None,
-            traceparent=traceparent,
-            logger_name=self._logger_name,
-            callback=channel,
-            new_trace=True,
+        ctx = JobContext.of_attempt(
+            job_id,
+            self.worker_id or None,
+            database_id,
+            actor_id,
+            task,
+            attempt,
+            max_attempts,
+            self.callback_url or None,
+            self._logger_name,
+            self if self._endpoint is not None else None,
         )
+        if traceparent is not None:
+            ctx.traceparent = traceparent
         limit = fn.max_body_size
         if len(body) > limit:
             outcome = too_large(limit)
@@ -127,7 +132,7 @@ class DirectRunner:
                 outcome = exc.outcome
             else:
                 if fn.background:
-                    fn.asgi.start_background(payload, ctx, channel, started)
+                    fn.asgi.start_background(payload, ctx, self.channel(ctx), started)
                     return ACCEPTED
                 outcome = await handler.run(payload, ctx)
         log_job(ctx, outcome, started)

@@ -26,6 +26,10 @@ _NO_ANNOTATION = (inspect.Parameter.empty, Any, object, None)
 _CTX_NAMES = ("ctx", "context")
 
 
+SUCCESS = Outcome(200)
+"""The outcome of a handler that returned ``None`` (shared: outcomes are never modified)."""
+
+
 class InvalidPayloadError(Exception):
     """The request body cannot become the handler's payload; ``outcome`` is the reply."""
 
@@ -130,13 +134,17 @@ def validation_outcome(exc: ValidationError) -> Outcome:
 class Handler:
     """A handler with what it takes to run it: payload parsing, calling, timing out."""
 
-    __slots__ = ("_adapter", "_args", "_is_async", "func", "shape", "timeout")
+    __slots__ = ("_adapter", "_args", "_direct", "_is_async", "func", "shape", "timeout")
 
     def __init__(self, func: Callable[..., Any], shape: HandlerShape, timeout: float | None):
         self.func = func
         self.shape = shape
         self.timeout = timeout
         self._is_async = inspect.iscoroutinefunction(func)
+        self._direct = self._is_async and timeout is None
+        """Awaited as it is, without a timeout or a thread: the common case, made cheap."""
+        self._args = (2 if shape.takes_payload else 0) + (1 if shape.takes_ctx else 0)
+        """Which arguments it takes: 3 (payload, ctx), 2 (payload), 1 (ctx), 0 none."""
         self._adapter: TypeAdapter[Any] | None = (
             TypeAdapter(shape.payload_type) if shape.payload_type is not None else None
         )
@@ -172,17 +180,17 @@ class Handler:
         except ValidationError as exc:
             raise InvalidPayloadError(validation_outcome(exc)) from exc
 
+    def _arguments(self, payload: Any, ctx: JobContext) -> tuple[Any, ...]:
+        which = self._args
+        if which == 3:
+            return (payload, ctx)
+        if which == 2:
+            return (payload,)
+        return (ctx,) if which == 1 else ()
+
     async def call(self, payload: Any, ctx: JobContext) -> Any:
         """Call the handler (a sync one in the thread pool), without a timeout."""
-        shape = self.shape
-        if shape.takes_payload and shape.takes_ctx:
-            args: tuple[Any, ...] = (payload, ctx)
-        elif shape.takes_payload:
-            args = (payload,)
-        elif shape.takes_ctx:
-            args = (ctx,)
-        else:
-            args = ()
+        args = self._arguments(payload, ctx)
         if self._is_async:
             return await self.func(*args)
         return await anyio.to_thread.run_sync(
@@ -192,7 +200,9 @@ class Handler:
     async def run(self, payload: Any, ctx: JobContext) -> Outcome:
         """Run the handler on a parsed payload and say how it went (never raises Exception)."""
         try:
-            if self.timeout is None:
+            if self._direct:
+                value = await self.func(*self._arguments(payload, ctx))
+            elif self.timeout is None:
                 value = await self.call(payload, ctx)
             else:
                 try:
@@ -209,7 +219,7 @@ class Handler:
         except Exception as exc:
             return Outcome(500, "error", error=error_message(exc), exception=exc)
         if value is None:
-            return Outcome(200)
+            return SUCCESS
         try:
             return Outcome(200, result_json=to_json(value))
         except PydanticSerializationError as exc:
