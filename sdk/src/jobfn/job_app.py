@@ -26,7 +26,7 @@ from jobfn import protocol
 from jobfn.asgi import in_process_caller
 from jobfn.callback_sender import CallbackChannel, CallbackSender, CallbackTarget
 from jobfn.handler import InvalidPayloadError
-from jobfn.json_logs import JOB_LOGGER
+from jobfn.json_logs import JOB_LOGGER, emit_direct
 from jobfn.openapi import openapi_document
 from jobfn.types import Outcome
 
@@ -100,6 +100,10 @@ def log_job(ctx: JobContext, outcome: Outcome, started: float) -> None:
     if outcome.error is not None:
         fields["error"] = outcome.error
     exception = outcome.exception if outcome.label in ("error", "timeout") else None
+    if exception is None and emit_direct(
+        job_log, level, f"job {ctx.job_id or '-'} {ctx.task}: {outcome.label}", fields
+    ):
+        return  # the same line, written without a LogRecord
     # makeRecord + handle: the same record as job_log.log() without its stack walk.
     record = job_log.makeRecord(
         JOB_LOGGER,
