@@ -33,6 +33,12 @@ SELECT job_id, outcome
   FROM {schema}.fail_jobs(%(worker_id)s::text, %(job_ids)s::bigint[],
                           %(messages)s::text[], %(retryable)s::boolean[]);
 
+-- name: vacuum_jobs
+-- Removes the dead index entries that claims and completions leave (see store_postgres.py).
+-- INDEX_CLEANUP ON: PostgreSQL would otherwise skip the indexes when few heap pages changed,
+-- and the dead entries at the head of jobs_claim_idx are what this is for.
+VACUUM (SKIP_LOCKED, INDEX_CLEANUP ON) {schema}.jobs;
+
 -- name: release_unreachable_jobs
 -- Jobs whose function could not be reached: unlocked, attempt given back, runnable after delay.
 SELECT * FROM {schema}.release_unreachable_jobs(%(worker_id)s::text, %(job_ids)s::bigint[],
