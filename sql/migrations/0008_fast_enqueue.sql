@@ -150,6 +150,7 @@ DECLARE
   v_claim_actor uuid := app_jobs.current_user_id();
   v_refused boolean;
   v_keyed boolean;
+  v_ids bigint;
   v_state text;
   v_message text;
   v_where text;
@@ -158,9 +159,11 @@ BEGIN
     RAISE EXCEPTION 'add_jobs(jobs): expected a JSON array of job objects, got %',
       coalesce(json_typeof(jobs), 'NULL') USING ERRCODE = 'invalid_parameter_value';
   END IF;
+  -- One read-only pass over the elements: can every field be read, is any element refused
+  -- (the rules of add_jobs_refusal), is any keyed? The administrator check runs at most once,
+  -- and only for an element that needs it. The pass writes nothing, so its exception block
+  -- costs no transaction id: many add_jobs calls in one transaction stay cheap.
   BEGIN
-    -- One pass over the elements: is any refused (the rules of add_jobs_refusal), any keyed?
-    -- The administrator check runs at most once, and only for an element that needs it.
     SELECT coalesce(bool_or(
              coalesce(r.identifier, '') = ''
              OR (nullif(r.db_id, '') IS NULL AND v_claim_db IS NULL)
@@ -169,61 +172,17 @@ BEGIN
              OR (nullif(r.actor_id, '')::uuid IS DISTINCT FROM v_claim_actor
                  AND nullif(r.actor_id, '') IS NOT NULL
                  AND NOT (SELECT app_jobs.caller_is_admin()))), false),
-           coalesce(bool_or(r.job_key IS NOT NULL), false)
-      INTO v_refused, v_keyed
-      FROM json_to_recordset(jobs) AS r(identifier text, db_id text, actor_id text, job_key text);
-    IF v_refused THEN
-      PERFORM app_jobs.add_jobs_refusal(jobs);
-    END IF;
-
-    -- Unkeyed jobs: one INSERT (one NOTIFY).
-    RETURN QUERY
-    INSERT INTO app_jobs.jobs (database_id, actor_id, task_identifier, payload, queue_name,
-                               run_at, max_attempts, priority)
-    SELECT coalesce(nullif(r.db_id, '')::uuid, v_claim_db),
-           coalesce(nullif(r.actor_id, '')::uuid, v_claim_actor),
-           r.identifier,
-           coalesce(r.payload, '{}'::json),
-           CASE WHEN r.queue_name IN ('', 'default') THEN NULL ELSE r.queue_name END,
-           coalesce(r.run_at, now()),
-           coalesce(r.max_attempts, 25),
-           coalesce(r.priority, 0)
-      FROM ROWS FROM (json_to_recordset(jobs)
-                        AS (identifier text, db_id text, actor_id text, payload json,
-                            job_key text, queue_name text, run_at timestamptz,
-                            max_attempts integer, priority integer))
-           WITH ORDINALITY AS r(identifier, db_id, actor_id, payload, job_key, queue_name,
-                                run_at, max_attempts, priority, n)
-     WHERE r.job_key IS NULL
-     ORDER BY r.n
-    RETURNING *;
-
-    -- Keyed jobs: the add_job replacement rules, one by one, within each job's database.
-    IF v_keyed THEN
-      RETURN QUERY
-      SELECT k.*
-        FROM ROWS FROM (json_to_recordset(jobs)
-                          AS (identifier text, db_id text, actor_id text, payload json,
-                              job_key text, queue_name text, run_at timestamptz,
-                              max_attempts integer, priority integer))
-             WITH ORDINALITY AS r(identifier, db_id, actor_id, payload, job_key, queue_name,
-                                  run_at, max_attempts, priority, n)
-       CROSS JOIN LATERAL app_jobs.enqueue_job(
-               coalesce(nullif(r.db_id, '')::uuid, v_claim_db),
-               coalesce(nullif(r.actor_id, '')::uuid, v_claim_actor),
-               r.identifier, r.payload, r.job_key, r.queue_name, r.run_at, r.max_attempts,
-               r.priority) AS k
-       WHERE r.job_key IS NOT NULL
-       ORDER BY r.n;
-    END IF;
+           coalesce(bool_or(r.job_key IS NOT NULL), false),
+           count(nullif(r.db_id, '')::uuid) + count(nullif(r.actor_id, '')::uuid)
+      INTO v_refused, v_keyed, v_ids  -- (the counts read every db_id and actor_id as a uuid)
+      FROM json_to_recordset(jobs)
+           AS r(identifier text, db_id text, actor_id text, job_key text, run_at timestamptz,
+                max_attempts integer, priority integer);
   EXCEPTION WHEN data_exception THEN
     -- A field that cannot be read, or an element that is no object: the element-by-element
     -- rules name the first refused element (as they would have before any insert), else the
     -- first field that cannot be read.
     GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_message = MESSAGE_TEXT;
-    IF v_message LIKE 'add_jobs(jobs):%' THEN
-      RAISE;
-    END IF;
     PERFORM app_jobs.add_jobs_refusal(jobs);
     SELECT u.place, coalesce(u.state, v_state), coalesce(u.message, v_message)
       INTO v_where, v_state, v_message
@@ -231,6 +190,50 @@ BEGIN
     RAISE EXCEPTION 'add_jobs(jobs): %: %', coalesce(v_where, 'an element'), v_message
       USING ERRCODE = v_state;
   END;
+  IF v_refused THEN
+    PERFORM app_jobs.add_jobs_refusal(jobs);
+  END IF;
+
+  -- Unkeyed jobs: one INSERT (one NOTIFY). Every field was read above: no data exception here.
+  RETURN QUERY
+  INSERT INTO app_jobs.jobs (database_id, actor_id, task_identifier, payload, queue_name,
+                             run_at, max_attempts, priority)
+  SELECT coalesce(nullif(r.db_id, '')::uuid, v_claim_db),
+         coalesce(nullif(r.actor_id, '')::uuid, v_claim_actor),
+         r.identifier,
+         coalesce(r.payload, '{}'::json),
+         CASE WHEN r.queue_name IN ('', 'default') THEN NULL ELSE r.queue_name END,
+         coalesce(r.run_at, now()),
+         coalesce(r.max_attempts, 25),
+         coalesce(r.priority, 0)
+    FROM ROWS FROM (json_to_recordset(jobs)
+                      AS (identifier text, db_id text, actor_id text, payload json,
+                          job_key text, queue_name text, run_at timestamptz,
+                          max_attempts integer, priority integer))
+         WITH ORDINALITY AS r(identifier, db_id, actor_id, payload, job_key, queue_name,
+                              run_at, max_attempts, priority, n)
+   WHERE r.job_key IS NULL
+   ORDER BY r.n
+  RETURNING *;
+
+  -- Keyed jobs: the add_job replacement rules, one by one, within each job's database.
+  IF v_keyed THEN
+    RETURN QUERY
+    SELECT k.*
+      FROM ROWS FROM (json_to_recordset(jobs)
+                        AS (identifier text, db_id text, actor_id text, payload json,
+                            job_key text, queue_name text, run_at timestamptz,
+                            max_attempts integer, priority integer))
+           WITH ORDINALITY AS r(identifier, db_id, actor_id, payload, job_key, queue_name,
+                                run_at, max_attempts, priority, n)
+     CROSS JOIN LATERAL app_jobs.enqueue_job(
+             coalesce(nullif(r.db_id, '')::uuid, v_claim_db),
+             coalesce(nullif(r.actor_id, '')::uuid, v_claim_actor),
+             r.identifier, r.payload, r.job_key, r.queue_name, r.run_at, r.max_attempts,
+             r.priority) AS k
+     WHERE r.job_key IS NOT NULL
+     ORDER BY r.n;
+  END IF;
 END;
 $$;
 

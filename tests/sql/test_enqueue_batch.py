@@ -171,6 +171,18 @@ def test_a_keyed_element_replaces_a_waiting_job_and_resets_its_attempts(db: Conn
             r' for type uuid: "not-a-uuid"$',
         ),
         (
+            [{"identifier": "x", "db_id": DB_ID}, {"identifier": "y", "db_id": "nope"}],
+            psycopg.errors.InvalidTextRepresentation,
+            r'^add_jobs\(jobs\): element 2 \(from 1\), field "db_id": invalid input syntax'
+            r' for type uuid: "nope"$',
+        ),
+        (
+            [{"identifier": "x", "db_id": DB_ID, "actor_id": "nope", "job_key": "k"}],
+            psycopg.errors.InvalidTextRepresentation,
+            r'^add_jobs\(jobs\): element 1 \(from 1\), field "actor_id": invalid input syntax'
+            r' for type uuid: "nope"$',
+        ),
+        (
             [{"identifier": "ok", "db_id": DB_ID}, {"identifier": "x"}],
             psycopg.errors.NotNullViolation,
             r"^no database id: pass db_id or set jwt\.claims\.database_id$",
