@@ -12,7 +12,7 @@ import uvicorn
 from jobfn import json_logs as jobfn_logging
 from jobfn.env import Env
 from jobfn.function import JobFunction
-from jobfn.http_protocol import OneWriteReplies
+from jobfn.http_protocol import JobHttpProtocol
 
 DEFAULT_PORT = 8080
 DEFAULT_HOST = "0.0.0.0"  # a container's function must be reachable from outside
@@ -34,13 +34,13 @@ def config_for(
     """The uvicorn configuration :func:`serve` uses (ASGI 3, lifespan on, graceful drain).
 
     The app is the function's :class:`~jobfn.job_app.JobApp` itself; uvicorn runs it with
-    :class:`~jobfn.http_protocol.OneWriteReplies` (its ``httptools`` protocol, each reply in
-    one write) and without the proxy-headers middleware (a job function reads neither the
-    client address nor the scheme).
+    :class:`~jobfn.http_protocol.JobHttpProtocol` (its ``httptools`` protocol, with a lean
+    path for job requests and each reply in one write) and without the proxy-headers
+    middleware (a job function reads neither the client address nor the scheme).
     """
     return uvicorn.Config(
         fn.asgi,
-        http=OneWriteReplies,
+        http=JobHttpProtocol,
         proxy_headers=False,
         host=host,
         port=port_from_env() if port is None else port,
