@@ -40,14 +40,20 @@ SELECT f.job_id, f.outcome, held.task_identifier
   JOIN held ON held.id = f.job_id;
 
 -- name: progress_attempt
-UPDATE {schema}.jobs j
-   SET progress = %(progress)s::int,
-       progress_message = %(message)s::text
- WHERE j.id = %(job_id)s::bigint
-   AND j.locked_by = %(worker_id)s::text
-   AND (%(attempt)s::int IS NULL OR j.attempts = %(attempt)s::int)
-   AND (%(database_id)s::text IS NULL OR j.database_id::text = %(database_id)s::text)
-RETURNING j.id;
+-- Through report_progress (0007), which sends the job's live event (progress is 0..100 here).
+WITH held AS MATERIALIZED (
+  SELECT j.id
+    FROM {schema}.jobs j
+   WHERE j.id = %(job_id)s::bigint
+     AND j.locked_by = %(worker_id)s::text
+     AND (%(attempt)s::int IS NULL OR j.attempts = %(attempt)s::int)
+     AND (%(database_id)s::text IS NULL OR j.database_id::text = %(database_id)s::text)
+     FOR UPDATE OF j
+)
+SELECT held.id
+  FROM held
+ WHERE {schema}.report_progress(%(worker_id)s::text, held.id, %(progress)s::int,
+                                %(message)s::text);
 
 -- name: job_state
 -- Why a callback changed nothing: the job's holder, attempt and last error (never sent back).

@@ -17,10 +17,12 @@ SELECT DISTINCT task_identifier FROM {schema}.jobs
 
 -- name: adopt_jobs
 -- Jobs locked by this worker that it does not know about (a claim whose reply was lost).
+-- (locked_at IS NOT NULL: a claimed job's; it lets jobs_locked_at_idx serve the lookup.)
 SELECT id, task_identifier, payload::text, database_id::text, actor_id::text,
        attempts, max_attempts
   FROM {schema}.jobs
- WHERE locked_by = %(worker_id)s
+ WHERE locked_at IS NOT NULL
+   AND locked_by = %(worker_id)s
    AND locked_until IS NULL
    AND NOT (id = ANY(%(known)s::bigint[]));
 
