@@ -10,10 +10,11 @@ import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import uvicorn
 
-from jobfn import job_function, protocol
+from jobfn import JobFunction, job_function, protocol
 from jobfn.serve import config_for
 
 SECRET = "http-protocol-test-secret-0123456789abcdef"
@@ -26,11 +27,16 @@ async def greet(payload: dict[str, str]) -> dict[str, str]:
 
 
 @asynccontextmanager
-async def served() -> AsyncIterator[int]:
+async def served(fn: JobFunction = greet, *, keep_alive: float | None = None) -> AsyncIterator[Any]:
+    """``fn`` served with :func:`config_for`'s settings: yields the port (with a function other
+    than ``greet``: the port and the uvicorn server)."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(config_for(greet, host="127.0.0.1", port=port, log_level="warning"))
+    config = config_for(fn, host="127.0.0.1", port=port, log_level="warning")
+    if keep_alive is not None:
+        config.timeout_keep_alive = keep_alive  # type: ignore[assignment]
+    server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
         async with asyncio.timeout(WAIT):
@@ -38,7 +44,7 @@ async def served() -> AsyncIterator[int]:
                 if task.done():
                     task.result()
                 await asyncio.sleep(0.01)
-        yield port
+        yield port if fn is greet else (port, server)
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, WAIT)
@@ -121,4 +127,73 @@ async def test_http_1_0_and_health_routes_get_whole_replies_then_the_close() -> 
         status, _, body = await read_reply(reader)
         assert status == "HTTP/1.1 200 OK"
         assert json.loads(body) == {"status": "ok"}
+        writer.close()
+
+
+async def test_pipelined_chunked_and_oversized_requests_take_uvicorns_path_and_are_answered() -> (
+    None
+):
+    async with served() as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        first = b"".join(job_request("1", b'{"name":"one"}'))
+        second = b"".join(job_request("2", b'{"name":"two"}'))
+        writer.write(first + second)  # pipelined: the second waits for the first
+        for name in ("one", "two"):
+            status, _, reply = await read_reply(reader)
+            assert status == "HTTP/1.1 200 OK"
+            assert json.loads(reply)["result"] == {"hello": name}
+
+        body = b'{"name":"chunked"}'
+        head, _ = job_request("3", body)
+        head = head.replace(f"Content-Length: {len(body)}\r\n".encode(), b"")
+        head = head.replace(b"\r\n\r\n", b"\r\nTransfer-Encoding: chunked\r\n\r\n")
+        writer.write(head + f"{len(body):x}\r\n".encode() + body + b"\r\n0\r\n\r\n")
+        status, _, reply = await read_reply(reader)
+        assert status == "HTTP/1.1 200 OK"
+        assert json.loads(reply)["result"] == {"hello": "chunked"}
+
+        huge = json.dumps({"name": "x" * (greet.max_body_size + 10)}).encode()
+        head, _ = job_request("4", huge)
+        writer.write(head + huge)
+        status, headers, _ = await read_reply(reader)
+        assert status == "HTTP/1.1 413 Request Entity Too Large"
+        assert headers["x-job-retry"] == "false"
+        writer.close()
+
+
+async def test_an_idle_connection_is_closed_after_the_keep_alive_timeout() -> None:
+    async with served(keep_alive=0.2) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        for n in range(3):
+            writer.write(b"".join(job_request(str(n), b'{"name":"a"}')))
+            status, _, _ = await read_reply(reader)
+            assert status == "HTTP/1.1 200 OK"
+        assert await asyncio.wait_for(reader.read(), WAIT) == b""  # the server hung up
+        writer.close()
+
+
+async def test_shutdown_lets_a_job_in_flight_reply() -> None:
+    started = asyncio.Event()
+    release = asyncio.Event()
+
+    @job_function(name="slow", signing_secret=SECRET)
+    async def slow(payload: dict[str, str]) -> dict[str, str]:
+        started.set()
+        await release.wait()
+        return {"done": payload["name"]}
+
+    async with served(slow) as (port, server):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        head, body = job_request("1", b'{"name":"late"}')
+        writer.write(head.replace(b"Task-Identifier: greet", b"Task-Identifier: slow") + body)
+        await asyncio.wait_for(started.wait(), WAIT)
+        server.should_exit = True
+        async with asyncio.timeout(WAIT):
+            while any(s.is_serving() for s in server.servers):  # noqa: ASYNC110 (no event)
+                await asyncio.sleep(0.01)
+        release.set()  # the server is shutting down with the job in flight
+        status, headers, reply = await read_reply(reader)
+        assert status == "HTTP/1.1 200 OK"
+        assert headers["connection"] == "close"
+        assert json.loads(reply)["result"] == {"done": "late"}
         writer.close()
