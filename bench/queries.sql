@@ -16,6 +16,14 @@ SELECT pid FROM pg_stat_activity
 -- name: vacuum
 VACUUM (ANALYZE);
 
+-- name: ours_add_jobs
+-- The batch call, measured as graphile_add_jobs is: the JSON array in, the rows counted.
+SELECT count(*) FROM app_jobs.add_jobs(%(jobs)s::json);
+
+-- name: ours_add_job
+-- One job, measured as graphile_add_job is.
+SELECT (app_jobs.add_job(%(db_id)s::uuid, %(task)s::text, '{}'::json)).id;
+
 -- name: ours_pending
 SELECT count(*) FROM app_jobs.jobs;
 

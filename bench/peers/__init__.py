@@ -81,6 +81,8 @@ class Peer:
     uses_app_jobs = False
     wakes_on_notify = True
     """False: new jobs wait for the worker's next poll (latency is then sampled briefly)."""
+    enqueues_on_conn = True
+    """:meth:`enqueue` runs on the connection it is given (False: on one of its own)."""
 
     def setup(self, conninfo: str) -> None:
         """Install the queue's schema into the (empty) database ``conninfo``."""
@@ -95,8 +97,14 @@ class Peer:
         execute(conn, self.clear_query)
 
     def enqueue(self, conninfo: str, conn: Conn, n: int, batch: int) -> float:
-        """Jobs/s enqueuing ``n`` no-op jobs, ``batch`` per call (1: one call per job)."""
+        """Jobs/s enqueuing ``n`` no-op jobs, ``batch`` per call (1: one call per job), through
+        the queue's own SQL functions when it has them (the rows counted in the server)."""
         raise NotImplementedError
+
+    def enqueue_client(self, conninfo: str, conn: Conn, n: int, batch: int) -> float | None:
+        """As :meth:`enqueue`, through the queue's client library when it is not what
+        :meth:`enqueue` measures already (``None``: nothing more to measure)."""
+        return None
 
     def workers(
         self, conninfo: str, count: int, stamp_file: Path | None = None
@@ -126,6 +134,22 @@ class Ours(Peer):
         add_job(task, {}, conn=conn, database_id=DATABASE_ID)
 
     def enqueue(self, conninfo: str, conn: Conn, n: int, batch: int) -> float:
+        started_at = time.perf_counter()
+        if batch == 1:
+            for _ in range(n):
+                conn.execute(QUERIES["ours_add_job"], {"db_id": DATABASE_ID, "task": "noop"})
+        else:
+            for first in range(0, n, batch):
+                specs = [
+                    {"identifier": "noop", "payload": {}, "db_id": DATABASE_ID}
+                    for _ in range(min(batch, n - first))
+                ]
+                conn.execute(QUERIES["ours_add_jobs"], {"jobs": json.dumps(specs)})
+        return n / (time.perf_counter() - started_at)
+
+    def enqueue_client(self, conninfo: str, conn: Conn, n: int, batch: int) -> float | None:
+        """Through ``jobfn.client`` (``add_jobs`` / ``add_job``), which returns every job as a
+        :class:`jobfn.client.Job`."""
         started_at = time.perf_counter()
         if batch == 1:
             for _ in range(n):
@@ -253,6 +277,7 @@ class PgQueuer(Peer):
     pending = "pgqueuer_pending"
     clear_query = "pgqueuer_clear"
     wakes_on_notify = False  # with the psycopg driver it picks new jobs up on its 2 s poll
+    enqueues_on_conn = False
 
     def setup(self, conninfo: str) -> None:
         asyncio.run(pgqueuer_install(conninfo))

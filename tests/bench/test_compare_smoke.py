@@ -83,6 +83,15 @@ def test_compare_measures_ours_beside_pgqueuer_in_one_table(pg_admin_conninfo: s
         assert ours[0].isdigit(), (label, ours)
         assert peer[0].isdigit(), (label, peer)
         assert ratio.endswith("x"), (label, ratio)
+    # enqueue through our client library too, for ours only; server CPU where it is measured
+    assert _row(out, "enqueue batched via client")[0][0].isdigit()
+    assert _row(out, "enqueue batched via client")[1] == "-"
+    lines = out.splitlines()
+    batched = next(i for i, ln in enumerate(lines) if ln.startswith("enqueue batched,"))
+    label, ours, peer, _ratio = (cell.strip() for cell in lines[batched + 1].split("|"))
+    assert label == "PostgreSQL CPU per job (us)", lines[batched + 1]
+    assert float(ours.replace(",", "")) > 0, lines[batched + 1]
+    assert peer == "-"  # pgqueuer enqueues on a connection of its own
     # how each queue's rate holds up from the smallest to the largest backlog
     ours, peer, _ratio = _row(out, "drain rate 600 / 300 queued")
     assert float(ours) > 0, out
