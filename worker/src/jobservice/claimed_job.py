@@ -19,19 +19,21 @@ class ClaimedJob:
     max_attempts: int
     finished: bool = False
     """Set when the outcome is known (an outcome is taken once)."""
+    started: float = 0.0
+    """When its dispatch started (``time.perf_counter()``)."""
 
     @classmethod
     def from_row(
         cls, row: tuple[int, str, str | None, str | None, str | None, int, int]
     ) -> ClaimedJob:
         """A job from a ``claim_jobs``/``adopt_jobs`` row (see ``queries.sql``)."""
-        payload = row[2]
+        job_id, task, payload, database_id, actor_id, attempts, max_attempts = row
         return cls(
-            id=row[0],
-            task=row[1],
-            payload=payload.encode() if payload is not None else b"null",
-            database_id=row[3],
-            actor_id=row[4],
-            attempts=row[5],
-            max_attempts=row[6],
+            job_id,
+            task,
+            payload.encode() if payload is not None else b"null",
+            database_id,
+            actor_id,
+            attempts,
+            max_attempts,
         )

@@ -19,13 +19,22 @@ context, as for any task); the verdict is the task's result.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
+from collections.abc import Callable
+from typing import Any
 
 from jobfn import JobFunction
 from jobservice import verdict
 from jobservice.claimed_job import ClaimedJob
 from jobservice.transport import Dispatch
 from jobservice.verdict import Verdict
+
+log = logging.getLogger("jobservice.direct")
+
+Ended = Callable[[ClaimedJob, Verdict, "asyncio.Future[Any]"], None]
+"""Told ``(job, verdict, task)`` from the job's task as it ends (see
+:meth:`DirectTransport.start_then`)."""
 
 SLICE = 0.05
 """Timeouts are grouped by the slice of time their deadline falls in (seconds): a call is
@@ -37,7 +46,7 @@ class _Call:
 
     __slots__ = ("slice", "task", "timed_out")
 
-    task: asyncio.Task[Verdict]
+    task: asyncio.Task[Any]
     slice: set[_Call]
     """The deadline slice it is in (it leaves it when it ends)."""
 
@@ -95,9 +104,27 @@ class DirectTransport:
         call.slice = self._deadlines.add(loop, call, seconds)
         return task
 
+    def start_then(self, job: ClaimedJob, ended: Ended) -> asyncio.Task[None]:
+        """:meth:`start`, telling ``ended(job, verdict, task)`` from the job's task itself as
+        it ends (not when it is cancelled): no future to resolve, no callback to schedule."""
+        loop = asyncio.get_running_loop()
+        seconds = self.dispatch.timeout_for(job.task)
+        call = _Call()
+        call.task = task = loop.create_task(self._run_then(job, call, seconds, ended))
+        call.slice = self._deadlines.add(loop, call, seconds)
+        return task
+
     async def run(self, job: ClaimedJob) -> Verdict:
         """``await start(job)``."""
         return await self.start(job)
+
+    async def _run_then(self, job: ClaimedJob, call: _Call, seconds: float, ended: Ended) -> None:
+        result = await self._run(job, call, seconds)
+        task = call.task
+        try:
+            ended(job, result, task)
+        except Exception:  # the worker's bug: logged, the job's task ends cleanly
+            log.exception("error handling a verdict", extra={"action": "verdict_error"})
 
     async def _run(self, job: ClaimedJob, call: _Call, seconds: float) -> Verdict:
         try:

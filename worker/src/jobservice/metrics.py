@@ -16,6 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import time
+from bisect import bisect_left
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from prometheus_client import (
@@ -23,9 +27,11 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
-    Histogram,
     generate_latest,
 )
+from prometheus_client import metrics as prometheus_metrics
+from prometheus_client.metrics_core import Metric
+from prometheus_client.utils import floatToGoString
 from psycopg_pool import AsyncConnectionPool
 
 from jobservice.aio import wait_event
@@ -54,6 +60,67 @@ class _ByTask:
         return child
 
 
+class Durations:
+    """One task's series of a :class:`TaskDurations` histogram."""
+
+    __slots__ = ("bounds", "counts", "created", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * len(bounds)
+        self.sum = 0.0
+        self.created = time.time()
+
+    def observe(self, seconds: float) -> None:
+        """Count one duration (in the first bucket whose bound is at least ``seconds``)."""
+        self.counts[bisect_left(self.bounds, seconds)] += 1
+        self.sum += seconds
+
+
+class TaskDurations:
+    """A histogram by task, exposed exactly as ``prometheus_client.Histogram`` with the label
+    ``task`` would be (``_bucket``, ``_count``, ``_sum``, ``_created``), but counted without
+    a lock: observed once per job on the event loop's thread, it costs a bisection and two
+    additions instead of two locked increments and a scan of the buckets."""
+
+    def __init__(
+        self, name: str, documentation: str, buckets: Sequence[float], registry: CollectorRegistry
+    ) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.bounds = (*sorted(float(b) for b in buckets if b != math.inf), math.inf)
+        self._le = [str(floatToGoString(b)) for b in self.bounds]  # type: ignore[no-untyped-call]
+        self.children: dict[str, Durations] = {}
+        registry.register(self)
+
+    def __call__(self, task: str) -> Durations:
+        """The series of ``task``."""
+        child = self.children.get(task)
+        if child is None:
+            child = self.children[task] = Durations(self.bounds)
+        return child
+
+    def describe(self) -> list[Metric]:
+        """The metric's name and type, for the registry."""
+        return [Metric(self.name, self.documentation, "histogram")]
+
+    def collect(self) -> Iterable[Metric]:
+        """The current samples of every task's series."""
+        name = self.name
+        metric = Metric(name, self.documentation, "histogram")
+        created = getattr(prometheus_metrics, "_use_created", True)
+        for task, child in list(self.children.items()):
+            total = 0
+            for le, count in zip(self._le, list(child.counts), strict=True):
+                total += count
+                metric.add_sample(f"{name}_bucket", {"task": task, "le": le}, float(total))
+            metric.add_sample(f"{name}_count", {"task": task}, float(total))
+            metric.add_sample(f"{name}_sum", {"task": task}, child.sum)
+            if created:
+                metric.add_sample(f"{name}_created", {"task": task}, child.created)
+        return [metric]
+
+
 class Metrics:
     """The service's metrics."""
 
@@ -69,14 +136,8 @@ class Metrics:
         self.awaiting = _ByTask(
             Counter("jobs_awaiting_callback", "Jobs answered 202", ["task"], registry=r)
         )
-        self.duration = _ByTask(
-            Histogram(
-                "jobs_duration_seconds",
-                "Dispatch to reply",
-                ["task"],
-                buckets=_BUCKETS,
-                registry=r,
-            )
+        self.duration = TaskDurations(
+            "jobs_duration_seconds", "Dispatch to reply", _BUCKETS, registry=r
         )
         self.depth = Gauge("jobs_queue_depth", "Runnable jobs waiting", ["task"], registry=r)
         self.running = Gauge("jobs_running", "Locked (running) jobs", ["task"], registry=r)
