@@ -210,8 +210,9 @@ class HttpTransport:
         self._head: protocol.HttpDispatchHead | None = None
         self._address: tuple[str, int] | None = None
         host, port = self.url.raw_host, self.url.port
-        if self.url.scheme == "http" and host is not None and port is not None:
-            self._address = (self.url.host or host, port)
+        plain = self.url.scheme == "http" and self.url.user is None  # credentials: aiohttp
+        if plain and host is not None and port is not None:
+            self._address = (host, port)
             self._head = protocol.HttpDispatchHead(
                 target=self.url.raw_path_qs or "/",
                 host=self.url.host_port_subcomponent or host,
@@ -222,7 +223,7 @@ class HttpTransport:
 
     def start(self, job: ClaimedJob) -> asyncio.Future[Verdict]:
         head = self._head
-        if head is None:  # https://: aiohttp
+        if head is None:  # https:// (or credentials in the URL): aiohttp
             return asyncio.ensure_future(self._run_aiohttp(job))
         dispatch = self.dispatch
         client = dispatch.client
