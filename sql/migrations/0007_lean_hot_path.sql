@@ -10,7 +10,10 @@
 --   planned a four-CTE statement with an ON CONFLICT arbiter for every batch; fail_jobs →
 --   fail_locked_jobs likewise. PL/pgSQL keeps each statement's plan for the session. The hot
 --   functions are now PL/pgSQL, their statements written so that the cached generic plan is
---   the right one (index scans whatever the parameters).
+--   the right one (index scans whatever the parameters), and they run with plan_cache_mode =
+--   force_generic_plan: left to choose, PostgreSQL kept planning the claim afresh for each
+--   call (a "custom plan" for each LIMIT), about 0.2 ms per claim whatever its size (at 20
+--   jobs per claim: claim 48 → 37 µs per job).
 -- * The claim ran one statement of six CTEs (queue heads, unqueued, queued, expired, a window
 --   function keeping one job per queue, the queue locks) for every batch, and returned whole
 --   rows (payload, every column) through RETURN QUERY. Now: two cheap checks first (is there
@@ -159,6 +162,7 @@ CREATE OR REPLACE FUNCTION app_jobs.claim_jobs_brief(
 RETURNS TABLE (id bigint, task_identifier text, payload json, database_id uuid, actor_id uuid,
                attempts integer, max_attempts integer)
 LANGUAGE plpgsql VOLATILE
+SET plan_cache_mode = force_generic_plan
 AS $$
 #variable_conflict use_column
 BEGIN
@@ -370,6 +374,7 @@ CREATE OR REPLACE FUNCTION app_jobs.complete_jobs(
 )
 RETURNS SETOF bigint
 LANGUAGE plpgsql VOLATILE
+SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
   v_done bigint[];
@@ -472,6 +477,7 @@ CREATE OR REPLACE FUNCTION app_jobs.fail_locked_jobs(
 )
 RETURNS TABLE (outcome text, job app_jobs.jobs)
 LANGUAGE plpgsql VOLATILE
+SET plan_cache_mode = force_generic_plan
 AS $$
 BEGIN
   PERFORM set_config('jobs.job_events', 'sent', true);
