@@ -206,7 +206,8 @@ def _payload(text: str | None) -> Any:
 
 
 def _job_rows(cursor: object) -> RowMaker[Job]:
-    """Row factory of the ``add_jobs`` query: its columns are :class:`Job`'s fields, in order."""
+    """Row factory of the ``add_jobs`` query: its columns are :class:`Job`'s fields, in order
+    (read in binary: ids, uuids and timestamps cost the client less than as text)."""
 
     def make(values: Sequence[Any]) -> Job:
         return Job(values[0], values[1], values[2], _payload(values[3]), *values[4:])
@@ -252,11 +253,11 @@ def add_jobs(
     query = _queries(_schema(schema)).add_jobs
     params = {"jobs": to_json(items).decode()}
     if conn is not None:
-        with conn.cursor(row_factory=_job_rows) as cur:
+        with conn.cursor(row_factory=_job_rows, binary=True) as cur:
             return _in_input_order(items, cur.execute(query, params).fetchall())
     with (
         psycopg.connect(_conninfo(conninfo), autocommit=True) as own,
-        own.cursor(row_factory=_job_rows) as cur,
+        own.cursor(row_factory=_job_rows, binary=True) as cur,
     ):
         return _in_input_order(items, cur.execute(query, params).fetchall())
 
@@ -338,12 +339,12 @@ async def add_jobs_async(
     query = _queries(_schema(schema)).add_jobs
     params = {"jobs": to_json(items).decode()}
     if conn is not None:
-        async with conn.cursor(row_factory=_job_rows) as cur:
+        async with conn.cursor(row_factory=_job_rows, binary=True) as cur:
             await cur.execute(query, params)
             return _in_input_order(items, await cur.fetchall())
     async with (
         await psycopg.AsyncConnection.connect(_conninfo(conninfo), autocommit=True) as own,
-        own.cursor(row_factory=_job_rows) as cur,
+        own.cursor(row_factory=_job_rows, binary=True) as cur,
     ):
         await cur.execute(query, params)
         return _in_input_order(items, await cur.fetchall())
