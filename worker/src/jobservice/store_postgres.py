@@ -195,6 +195,7 @@ class PostgresStore:
             return self
         store = copy.copy(self)
         store._own = OwnConnection(self.conninfo, timeout)
+        store._vacuum, store._unvacuumed = None, 0  # the upkeep stays with this store
         return store
 
     async def close(self) -> None:
