@@ -64,6 +64,7 @@ def test_values_are_read() -> None:
             "JOBS_SIGNING_SECRET": SECRET,
             "JOBS_SIGNING_SECRET_PREVIOUS": "p" * 32,
             "JOBS_MAX_REPLY_BYTES": "4096",
+            "JOBS_VACUUM_EVERY": "0",
         }
     )
     assert s.worker_id == "explicit-id"
@@ -79,6 +80,7 @@ def test_values_are_read() -> None:
     assert s.signing_secret == SECRET
     assert s.signing_secrets == (SECRET, "p" * 32)
     assert s.max_reply_bytes == 4096
+    assert s.vacuum_every == 0
 
 
 @pytest.mark.parametrize(
@@ -116,6 +118,7 @@ def test_booleans(raw: str, expected: bool) -> None:
         ({"JOBS_SIGNING_SECRET_FILE": "/nonexistent/secret"}, "JOBS_SIGNING_SECRET"),
         ({"JOBS_INSECURE_CALLBACKS": "perhaps"}, "JOBS_INSECURE_CALLBACKS"),
         ({"JOBS_MAX_REPLY_BYTES": "10"}, "JOBS_MAX_REPLY_BYTES"),
+        ({"JOBS_VACUUM_EVERY": "-5"}, "JOBS_VACUUM_EVERY"),
         (
             {"JOBS_HEARTBEAT_INTERVAL": "30", "JOBS_DEAD_WORKER_AFTER": "40"},
             "JOBS_DEAD_WORKER_AFTER",

@@ -75,6 +75,7 @@ class Settings:
     route_backoff_max: float = 30.0
     shutdown_grace: float = 25.0
     settle_batch: int = 200
+    vacuum_every: int = 25_000
     settle_delay: float = 0.001
     signing_secret: str | None = None
     signing_secret_previous: str | None = None
@@ -206,6 +207,11 @@ VARIABLES: tuple[Variable, ...] = (
     ),
     Variable(
         "JOBS_SETTLE_BATCH", _shown(_D.settle_batch), "outcomes written in one statement, at most"
+    ),
+    Variable(
+        "JOBS_VACUUM_EVERY",
+        _shown(_D.vacuum_every),
+        "jobs settled between two VACUUMs of the jobs table by this worker (0: never)",
     ),
     Variable(
         "JOBS_SETTLE_DELAY_MS",
@@ -439,6 +445,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         route_backoff_max=r.seconds("JOBS_ROUTE_BACKOFF_MAX", _D.route_backoff_max, minimum=0.001),
         shutdown_grace=r.seconds("JOBS_SHUTDOWN_GRACE", _D.shutdown_grace),
         settle_batch=r.integer("JOBS_SETTLE_BATCH", _D.settle_batch, maximum=10_000),
+        vacuum_every=r.integer("JOBS_VACUUM_EVERY", _D.vacuum_every, minimum=0),
         settle_delay=r.seconds("JOBS_SETTLE_DELAY_MS", _D.settle_delay * 1000.0) / 1000.0,
         signing_secret=secrets[0] if secrets else None,
         signing_secret_previous=secrets[1] if len(secrets) > 1 else None,
