@@ -481,7 +481,7 @@ def parser() -> argparse.ArgumentParser:
         "--quick",
         action="store_true",
         help="small sizes, about 2 minutes: --sizes 10000 --processes 1,2 "
-        "--process-jobs 10000 --enqueue 10000 --single 500 --latency 100",
+        "--process-jobs 10000 --enqueue 10000 --single 500 --enqueue-rounds 5 --latency 100",
     )
     return p
 
@@ -492,6 +492,7 @@ def main(argv: Sequence[str]) -> int:
     if args.quick:
         args.sizes, args.processes, args.process_jobs = [10_000], [1, 2], 10_000
         args.enqueue, args.single, args.latency = 10_000, 500, 100
+        args.enqueue_rounds = 5  # short rounds: more of them against the machine's noise
         args.slow_samples = 5
     with server() as (admin, where), ExitStack() as stack:
         subjects: list[Subject] = []
