@@ -9,7 +9,9 @@
 Every call takes either ``conn`` (a psycopg connection: the job is added inside your
 transaction, committed with it) or ``conninfo`` (a connection string; default
 ``DATABASE_URL``, else libpq's ``PG*`` variables), and ``schema`` (default ``JOBS_SCHEMA``,
-else ``app_jobs``). Jobs go through ``<schema>.add_jobs`` (one statement for many jobs).
+else ``app_jobs``). Many jobs go through ``<schema>.add_jobs`` (one statement), one job
+through ``<schema>.add_job`` (or ``add_jobs`` when it names an ``actor_id``, which ``add_job``
+takes from the claims only).
 """
 
 from __future__ import annotations
@@ -215,6 +217,12 @@ def _job_rows(cursor: object) -> RowMaker[Job]:
     return make
 
 
+def _one(job: Job | None) -> Job:
+    if job is None:  # add_job returns its row or raises
+        raise RuntimeError("add_job returned no row")
+    return job
+
+
 def _in_input_order(items: list[dict[str, Any]], jobs: list[Job]) -> list[Job]:
     """``add_jobs`` returns the unkeyed jobs, then the keyed ones: restore the input order."""
     keyed_count = sum(1 for item in items if "job_key" in item)
@@ -223,6 +231,20 @@ def _in_input_order(items: list[dict[str, Any]], jobs: list[Job]) -> list[Job]:
     unkeyed = iter(jobs[: len(jobs) - keyed_count])
     keyed = iter(jobs[len(jobs) - keyed_count :])
     return [next(keyed) if "job_key" in item else next(unkeyed) for item in items]
+
+
+def _single(item: dict[str, Any]) -> dict[str, Any]:
+    """The parameters of the ``add_job`` query for one ``add_jobs`` object without actor_id."""
+    return {
+        "db_id": item.get("db_id"),
+        "identifier": item["identifier"],
+        "payload": to_json(item["payload"]).decode(),
+        "job_key": item.get("job_key"),
+        "queue_name": item.get("queue_name"),
+        "run_at": item.get("run_at"),
+        "max_attempts": item.get("max_attempts"),
+        "priority": item.get("priority"),
+    }
 
 
 def _status(row: Mapping[str, Any] | None) -> JobStatus | None:
@@ -282,7 +304,8 @@ def add_job(
 
     ``job_key`` replaces a queued job with the same key; ``queue_name`` serialises the jobs
     of a queue; ``run_at`` delays it; ``priority`` orders it (lower first); ``database_id``
-    (alias ``db_id``) and ``actor_id`` default to the JWT claims of the session.
+    (alias ``db_id``) and ``actor_id`` default to the JWT claims of the session. The stored
+    job is returned.
     """
     spec = _spec(
         task,
@@ -298,8 +321,19 @@ def add_job(
             "actor_id": actor_id,
         },
     )
-    [job] = add_jobs([spec], conn=conn, conninfo=conninfo, schema=schema)
-    return job
+    if spec.actor_id is not None:
+        [job] = add_jobs([spec], conn=conn, conninfo=conninfo, schema=schema)
+        return job
+    query = _queries(_schema(schema)).add_job
+    params = _single(spec.as_sql_json())
+    if conn is not None:
+        with conn.cursor(row_factory=_job_rows, binary=True) as cur:
+            return _one(cur.execute(query, params).fetchone())
+    with (
+        psycopg.connect(_conninfo(conninfo), autocommit=True) as own,
+        own.cursor(row_factory=_job_rows, binary=True) as cur,
+    ):
+        return _one(cur.execute(query, params).fetchone())
 
 
 def job_status(
@@ -381,8 +415,21 @@ async def add_job_async(
             "actor_id": actor_id,
         },
     )
-    [job] = await add_jobs_async([spec], conn=conn, conninfo=conninfo, schema=schema)
-    return job
+    if spec.actor_id is not None:
+        [job] = await add_jobs_async([spec], conn=conn, conninfo=conninfo, schema=schema)
+        return job
+    query = _queries(_schema(schema)).add_job
+    params = _single(spec.as_sql_json())
+    if conn is not None:
+        async with conn.cursor(row_factory=_job_rows, binary=True) as cur:
+            await cur.execute(query, params)
+            return _one(await cur.fetchone())
+    async with (
+        await psycopg.AsyncConnection.connect(_conninfo(conninfo), autocommit=True) as own,
+        own.cursor(row_factory=_job_rows, binary=True) as cur,
+    ):
+        await cur.execute(query, params)
+        return _one(await cur.fetchone())
 
 
 async def job_status_async(
