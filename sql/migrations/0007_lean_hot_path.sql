@@ -594,11 +594,38 @@ CREATE TRIGGER _100_jobs_before_write
 -- update: every index whose predicate the new row matches gets an entry (the primary key,
 -- jobs_locked_at_idx and jobs_locked_by_idx). jobs_locked_by_idx served lookups of one
 -- worker's jobs: complete_jobs and fail_jobs look their jobs up by id (the primary key does
--- that as well), and the rest are rare (a worker adopting its own jobs after an error, which
--- now reads jobs_locked_at_idx; its shutdown, or the rescue of a dead worker's jobs, which
--- read the table once). The expiry check reads jobs_locked_at_idx, which stays.
+-- that as well), and the rest are rare (a worker adopting its own jobs after an error and its
+-- clean shutdown, which now read jobs_locked_at_idx; the rescue of a dead worker's jobs, which
+-- reads the table once). The expiry check reads jobs_locked_at_idx, which stays.
 -- Bought: about 1.4 µs per claimed job.
 DROP INDEX IF EXISTS app_jobs.jobs_locked_by_idx;
+
+-- Clean shutdown: release the worker's jobs (except those awaiting a callback, which stay
+-- locked until their callback or deadline) and forget the worker. 0001's statement; the jobs
+-- are found through jobs_locked_at_idx (a locked job has locked_at set) now that there is no
+-- index on locked_by, instead of reading the whole table at every worker's shutdown.
+CREATE OR REPLACE FUNCTION app_jobs.unregister_worker(worker_id text)
+RETURNS void
+LANGUAGE sql VOLATILE
+AS $$
+  WITH released AS (
+    UPDATE app_jobs.jobs j
+       SET locked_at = NULL,
+           locked_by = NULL,
+           attempts = greatest(j.attempts - 1, 0)
+     WHERE j.locked_at IS NOT NULL
+       AND j.locked_by = worker_id
+       AND j.locked_until IS NULL
+    RETURNING j.queue_name
+  ),
+  queues AS (
+    UPDATE app_jobs.job_queues q
+       SET locked_at = NULL, locked_by = NULL
+     WHERE q.locked_by = worker_id
+       AND q.queue_name IN (SELECT r.queue_name FROM released r)
+  )
+  DELETE FROM app_jobs.workers w WHERE w.worker_id = unregister_worker.worker_id
+$$;
 
 -- ---------------------------------------------------------------------------------------------
 -- Privileges: the new functions are for the job service (administrator), not for PUBLIC.
