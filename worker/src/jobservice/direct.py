@@ -97,36 +97,28 @@ class DirectTransport:
 
     def start(self, job: ClaimedJob) -> asyncio.Future[Verdict]:
         """Run the job in a task of its own (the worker cancels it at shutdown)."""
-        loop = asyncio.get_running_loop()
-        seconds = self.dispatch.timeout_for(job.task)
-        call = _Call()
-        call.task = task = loop.create_task(self._run(job, call, seconds))
-        call.slice = self._deadlines.add(loop, call, seconds)
-        return task
+        return self._spawn(job, None)
 
-    def start_then(self, job: ClaimedJob, ended: Ended) -> asyncio.Task[None]:
+    def start_then(self, job: ClaimedJob, ended: Ended) -> asyncio.Task[Verdict]:
         """:meth:`start`, telling ``ended(job, verdict, task)`` from the job's task itself as
         it ends (not when it is cancelled): no future to resolve, no callback to schedule."""
-        loop = asyncio.get_running_loop()
-        seconds = self.dispatch.timeout_for(job.task)
-        call = _Call()
-        call.task = task = loop.create_task(self._run_then(job, call, seconds, ended))
-        call.slice = self._deadlines.add(loop, call, seconds)
-        return task
+        return self._spawn(job, ended)
 
     async def run(self, job: ClaimedJob) -> Verdict:
         """``await start(job)``."""
         return await self.start(job)
 
-    async def _run_then(self, job: ClaimedJob, call: _Call, seconds: float, ended: Ended) -> None:
-        result = await self._run(job, call, seconds)
-        task = call.task
-        try:
-            ended(job, result, task)
-        except Exception:  # the worker's bug: logged, the job's task ends cleanly
-            log.exception("error handling a verdict", extra={"action": "verdict_error"})
+    def _spawn(self, job: ClaimedJob, ended: Ended | None) -> asyncio.Task[Verdict]:
+        loop = asyncio.get_running_loop()
+        seconds = self.dispatch.timeout_for(job.task)
+        call = _Call()
+        call.task = task = loop.create_task(self._call(job, call, seconds, ended))
+        call.slice = self._deadlines.add(loop, call, seconds)
+        return task
 
-    async def _run(self, job: ClaimedJob, call: _Call, seconds: float) -> Verdict:
+    async def _call(
+        self, job: ClaimedJob, call: _Call, seconds: float, ended: Ended | None
+    ) -> Verdict:
         try:
             outcome = await self.runner.run(
                 job.payload,
@@ -139,14 +131,21 @@ class DirectTransport:
             )
         except asyncio.CancelledError:
             if call.timed_out:
-                return verdict.failure(f"timed out after {seconds:g} s in {self.target}")
-            task = call.task
-            if task.cancelling():
+                result = verdict.failure(f"timed out after {seconds:g} s in {self.target}")
+            elif call.task.cancelling():
                 raise  # the worker's shutdown
-            return verdict.failure(f"{self.where} was cancelled")
+            else:
+                result = verdict.failure(f"{self.where} was cancelled")
         except Exception as exc:
             detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            return verdict.failure(f"{self.where} raised {detail}")
+            result = verdict.failure(f"{self.where} raised {detail}")
+        else:
+            result = verdict.of_outcome(outcome, self.where, self.dispatch.max_reply_bytes)
         finally:
             call.slice.discard(call)
-        return verdict.of_outcome(outcome, self.where, self.dispatch.max_reply_bytes)
+        if ended is not None:
+            try:
+                ended(job, result, call.task)
+            except Exception:  # the worker's bug: logged, the job's task ends cleanly
+                log.exception("error handling a verdict", extra={"action": "verdict_error"})
+        return result

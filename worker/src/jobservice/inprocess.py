@@ -1,9 +1,13 @@
 """Functions run inside the worker process (``JOBS_INPROCESS``): import and lifespan.
 
-A target ``"module:attr"`` names a ``jobfn`` ``JobFunction`` (or any ASGI application); the
-worker calls it through its ASGI interface (:class:`jobservice.transport.AsgiTransport`). The
-ASGI lifespan protocol is run around the worker's life, as uvicorn's ``lifespan="auto"`` does:
-an application that does not speak it is used as is.
+A target ``"module:attr"`` names a ``jobfn`` ``JobFunction`` (or any ASGI application). The
+worker calls a ``JobFunction`` directly, without HTTP (:class:`jobservice.direct.DirectTransport`,
+through the function's :class:`jobfn.direct.DirectRunner`), any other application through its
+ASGI interface (:class:`jobservice.transport.AsgiTransport`). :func:`load` returns the ASGI app
+either way (a function's :attr:`~jobfn.JobFunction.asgi`, whose ``fn`` the router finds). The
+ASGI lifespan protocol is run around the worker's life, as uvicorn's ``lifespan="auto"`` does
+(for a function: its start-up checks, then draining its background jobs); an application that
+does not speak it is used as is.
 """
 
 from __future__ import annotations

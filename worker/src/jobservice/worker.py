@@ -2,7 +2,9 @@
 
 It manages slots over a :class:`~jobservice.store.JobStore` (where jobs live) and the
 :class:`~jobservice.routing.Router` (which :class:`~jobservice.transport.Transport` runs each
-task): running a job is ``verdict = await router.route(job.task).run(job)``.
+task): running a job is ``verdict = await router.route(job.task).run(job)`` (a direct
+in-process job, :class:`~jobservice.direct.DirectTransport`, reports its verdict from its own
+task instead: no future and no callback per job).
 
 - Wakes on ``LISTEN "jobs:insert"`` (:mod:`jobservice.listener`, when given one) and polls
   every ``poll_interval`` seconds as a fallback.
