@@ -8,7 +8,8 @@ would have given (:func:`jobservice.verdict.of_outcome`, the reply-size cap incl
 headers are built or parsed, no reply encoded or decoded; other ASGI applications named in
 ``JOBS_INPROCESS`` keep going through :class:`jobservice.transport.AsgiTransport`.
 
-What in-process dispatch promises is kept: the task's ``JOBS_TIMEOUT`` (the call is
+What in-process dispatch promises is kept: the task's timeout (``JOBS_TASK_TIMEOUT``, else
+``JOBS_REQUEST_TIMEOUT``; the call is
 cancelled, at most :data:`SLICE` late, and the attempt fails with ``timed out after … s in
 <target>``), the function's own timeout, its payload size limit and validation, its log line,
 progress reports and background jobs through the worker's callback URL, and its lifespan (run
@@ -38,7 +39,8 @@ Ended = Callable[[ClaimedJob, Verdict, "asyncio.Future[Any]"], None]
 
 SLICE = 0.05
 """Timeouts are grouped by the slice of time their deadline falls in (seconds): a call is
-cancelled at most this long after its ``JOBS_TIMEOUT``."""
+cancelled at most this long after its timeout (``JOBS_TASK_TIMEOUT`` /
+``JOBS_REQUEST_TIMEOUT``)."""
 
 
 class _Call:

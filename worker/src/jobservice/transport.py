@@ -7,9 +7,11 @@ transport: ``transport.start(job)`` returns a future of its :class:`~jobservice.
   the worker has a secret: ``http://`` through the lean client of :mod:`jobservice.http_client`
   (request heads from a per-route :class:`jobfn.protocol.HttpDispatchHead`, no task per
   request), ``https://`` through aiohttp.
-- :class:`AsgiTransport` calls a ``jobfn`` function (or any ASGI application) imported into the
-  worker (``JOBS_INPROCESS``) through a minimal ASGI server of its own (scope, body, collected
-  response; no HTTP, no sockets), so a function behaves the same both ways. The call is not
+- :class:`AsgiTransport` calls an ASGI application imported into the worker
+  (``JOBS_INPROCESS``) through a minimal ASGI server of its own (scope, body, collected
+  response; no HTTP, no sockets). A ``jobfn`` function named there does not come here: it is
+  called directly (:class:`jobservice.direct.DirectTransport`), without headers or a reply to
+  encode. The call is not
   signed: nothing crosses a network, and the worker vouches for it through
   :data:`jobfn.asgi.in_process_caller` (a context variable no request can set), which also
   lets the function call back to this worker's callback URL. A function may answer and keep
