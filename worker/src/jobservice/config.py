@@ -61,7 +61,7 @@ class Settings:
     inprocess: Mapping[str, str] = field(default_factory=dict)
     concurrency: int = 10
     task_concurrency: Mapping[str, int] = field(default_factory=dict)
-    claim_batch: int = 100
+    claim_batch: int = 200
     prefetch: int | None = None
     """``None``: sized from the measured job duration and claim time."""
     poll_interval: float = 1.0
