@@ -9,6 +9,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool
 
 from devstack.database import create_database, drop_database
@@ -76,7 +77,7 @@ async def test_notifications_that_never_arrive_are_noticed(
         await asyncio.gather(lost, fine, return_exceptions=True)
     finally:
         await pool.close()
-        drop_database(pg_admin_conninfo, other.rsplit("/", 1)[-1].split("?")[0])
+        drop_database(pg_admin_conninfo, str(conninfo_to_dict(other)["dbname"]))
 
 
 async def test_per_task_concurrency_limit(
