@@ -519,6 +519,33 @@ _SLOT_VALUES = tuple(f"\x00slot-{n}\x00" for n in range(7))
 _SLOT_LENGTH = 7
 
 
+def _templated_pairs(
+    *, worker_id: str, callback_url: str, completion_reply: bool, slots: Sequence[str]
+) -> dict[tuple[bool, bool], list[tuple[str, str]]]:
+    """:func:`dispatch_headers` of one worker for each ``(with database id, with actor id)``,
+    the per-job values being the placeholders ``slots`` (job id, database id, actor id, task,
+    attempt, max attempts, traceparent, in that order); ``Content-Length`` is included."""
+    job_id, database_id, actor_id, task, attempt, max_attempts, trace = slots[:7]
+    return {
+        (with_database, with_actor): dispatch_headers(
+            worker_id=worker_id,
+            callback_url=callback_url,
+            job_id=job_id,
+            task=task,
+            attempt=attempt,
+            max_attempts=max_attempts,
+            body=b"",
+            database_id=database_id if with_database else None,
+            actor_id=actor_id if with_actor else None,
+            completion_reply=completion_reply,
+            traceparent=trace,
+            content_length=True,
+        )
+        for with_database in (False, True)
+        for with_actor in (False, True)
+    }
+
+
 class AsgiDispatchHeaders:
     """The unsigned ASGI dispatch headers of one worker, the constant pairs built once.
 
@@ -534,29 +561,19 @@ class AsgiDispatchHeaders:
     def __init__(self, *, worker_id: str, callback_url: str, completion_reply: bool = True) -> None:
         self._templates: dict[tuple[bool, bool], tuple[list[Header], tuple[tuple[int, int], ...]]]
         self._templates = {}
-        job_id, database_id, actor_id, task, attempt, max_attempts, trace = _SLOT_VALUES
-        for with_database in (False, True):
-            for with_actor in (False, True):
-                pairs = dispatch_headers(
-                    worker_id=worker_id,
-                    callback_url=callback_url,
-                    job_id=job_id,
-                    task=task,
-                    attempt=attempt,
-                    max_attempts=max_attempts,
-                    body=b"",
-                    database_id=database_id if with_database else None,
-                    actor_id=actor_id if with_actor else None,
-                    completion_reply=completion_reply,
-                    traceparent=trace,
-                    content_length=True,
-                )
-                slots = tuple(
-                    (index, _SLOT_LENGTH if name == "Content-Length" else _SLOT_VALUES.index(value))
-                    for index, (name, value) in enumerate(pairs)
-                    if name == "Content-Length" or value in _SLOT_VALUES
-                )
-                self._templates[with_database, with_actor] = (asgi_headers(pairs), slots)
+        templated = _templated_pairs(
+            worker_id=worker_id,
+            callback_url=callback_url,
+            completion_reply=completion_reply,
+            slots=_SLOT_VALUES,
+        )
+        for key, pairs in templated.items():
+            slots = tuple(
+                (index, _SLOT_LENGTH if name == "Content-Length" else _SLOT_VALUES.index(value))
+                for index, (name, value) in enumerate(pairs)
+                if name == "Content-Length" or value in _SLOT_VALUES
+            )
+            self._templates[key] = (asgi_headers(pairs), slots)
 
     def headers(
         self,
@@ -637,34 +654,24 @@ class HttpDispatchHead:
         self._callback_url = callback_url
         self._templates: dict[tuple[bool, bool], str] = {}
         slots = tuple(f"\x00slot-{name}\x00" for name in _SLOT_NAMES)
-        job_id, database_id, actor_id, task, attempt, max_attempts, trace, _ = slots
-        for with_database in (False, True):
-            for with_actor in (False, True):
-                pairs = dispatch_headers(
-                    worker_id=worker_id,
-                    callback_url=callback_url,
-                    job_id=job_id,
-                    task=task,
-                    attempt=attempt,
-                    max_attempts=max_attempts,
-                    body=b"",
-                    database_id=database_id if with_database else None,
-                    actor_id=actor_id if with_actor else None,
-                    completion_reply=completion_reply,
-                    traceparent=trace,
-                    content_length=True,
-                )
-                lines = [f"POST {target} HTTP/1.1\r\n", f"Host: {host}\r\n"]
-                lines += [
-                    f"{name}: {slots[-1] if name == 'Content-Length' else value}\r\n"
-                    for name, value in pairs
-                ]
-                # A str.format template: braces of the constant text doubled, each placeholder
-                # replaced by the index of its value in head()'s arguments.
-                template = "".join(lines).replace("{", "{{").replace("}", "}}")
-                for index, slot in enumerate(slots):
-                    template = template.replace(slot, f"{{{index}}}")
-                self._templates[with_database, with_actor] = template
+        templated = _templated_pairs(
+            worker_id=worker_id,
+            callback_url=callback_url,
+            completion_reply=completion_reply,
+            slots=slots,
+        )
+        for key, pairs in templated.items():
+            lines = [f"POST {target} HTTP/1.1\r\n", f"Host: {host}\r\n"]
+            lines += [
+                f"{name}: {slots[-1] if name == 'Content-Length' else value}\r\n"
+                for name, value in pairs
+            ]
+            # A str.format template: braces of the constant text doubled, each placeholder
+            # replaced by the index of its value in head()'s arguments.
+            template = "".join(lines).replace("{", "{{").replace("}", "}}")
+            for index, slot in enumerate(slots):
+                template = template.replace(slot, f"{{{index}}}")
+            self._templates[key] = template
 
     def head(
         self,
