@@ -353,6 +353,9 @@ BEGIN
 END;
 $$;
 
+-- 0002's error-path helper of add_jobs, replaced by add_jobs_unreadable above.
+DROP FUNCTION IF EXISTS app_jobs.add_jobs_bad_field(json);
+
 REVOKE EXECUTE ON FUNCTION
   app_jobs.add_jobs_unreadable(json),
   app_jobs.add_jobs_refusal(json)
