@@ -5,7 +5,7 @@ signature, the request, reading the reply, the verdict) runs in this process on 
 in ``jobs worker``; the function is a ``jobfn serve bench.noop:noop`` subprocess (uvicorn),
 which checks each signature. ``--concurrency`` jobs are in flight at once (the benchmark's
 ``ours-http`` worker runs 50). Printed per round: jobs/s, and CPU microseconds per job of this
-process (the worker side) and of the function server (``/proc/<pid>/stat``, user + system);
+process (the worker side) and of the function server (its threads' ``schedstat``);
 then the best of the rounds (other load on the machine only ever adds).
 
 ``--servers jobfn,uvicorn`` runs, round after round in turn, the function as ``jobfn serve``

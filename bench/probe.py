@@ -2,9 +2,10 @@
 
 Server CPU is read from ``/proc/<pid>/schedstat`` (nanoseconds on CPU) of the PostgreSQL
 processes serving the benchmark database (``pg_stat_activity``: client backends and
-autovacuum workers; the poller's own backend is left out). Worker CPU is read from
-``/proc/<pid>/stat`` (user + system time of every thread) of the worker processes, and so is
-the CPU of the function processes that serve HTTP dispatch, when there are any.
+autovacuum workers; the poller's own backend is left out). Worker CPU is the sum of
+``/proc/<pid>/task/<tid>/schedstat`` over the threads of the worker processes, and so is the
+CPU of the function processes that serve HTTP dispatch, when there are any: nanoseconds, where
+``/proc/<pid>/stat`` counts clock ticks (10 ms), too coarse for a short drain.
 """
 
 from __future__ import annotations
@@ -33,7 +34,30 @@ def backend_cpu_seconds(pid: int) -> float | None:
 
 
 def process_cpu_seconds(pid: int) -> float | None:
-    """User + system seconds of a whole process (all threads), or ``None`` when it is gone."""
+    """Seconds on CPU of a whole process (its live threads), or ``None`` when it is gone.
+
+    Summed from each thread's ``schedstat`` (nanoseconds); where the kernel has none, from
+    the process's user + system clock ticks in ``/proc/<pid>/stat``.
+    """
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return None
+    total = 0
+    for task in tasks:
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except FileNotFoundError:
+            if not (task / "stat").exists():
+                continue  # the thread ended between listing and reading
+            return _ticks_cpu_seconds(pid)
+        except (OSError, ValueError, IndexError):
+            continue
+    return total / 1e9
+
+
+def _ticks_cpu_seconds(pid: int) -> float | None:
+    """User + system seconds of a whole process from ``/proc/<pid>/stat`` (clock ticks)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import time
+
 import pytest
 
 from bench.measure import Sample, crossing, drain_window, percentile, poll_interval, rate_ratio
+from bench.probe import process_cpu_seconds
 
 
 def test_the_rate_is_80_percent_of_the_jobs_between_90_and_10_percent_left() -> None:
@@ -85,3 +89,16 @@ def test_a_drain_mostly_over_before_the_last_worker_started_is_refused() -> None
     samples = [Sample(at=k / 10, pending=1000 - 100 * k) for k in range(11)]
     with pytest.raises(ValueError, match="use more jobs"):
         drain_window(samples, 1000, not_before=0.75)
+
+
+def test_process_cpu_is_read_finer_than_clock_ticks() -> None:
+    # a short drain's worker or function process may use less than one 10 ms clock tick
+    # per process: the reading must still see a 2 ms burst of CPU, and not inflate it
+    before = process_cpu_seconds(os.getpid())
+    own_before = time.thread_time()
+    while time.thread_time() - own_before < 0.002:
+        pass
+    after = process_cpu_seconds(os.getpid())
+    assert before is not None
+    assert after is not None
+    assert 0.002 <= after - before < 0.010
