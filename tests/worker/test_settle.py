@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import psycopg
@@ -38,11 +39,11 @@ async def _rows(conninfo: str, query: str) -> list[tuple[Any, ...]]:
         return await cur.fetchall()
 
 
-def _settler(pool: AsyncConnectionPool[Any]) -> Settler:
+def _settler(pool: AsyncConnectionPool[Any], *, batch: int = 100, delay: float = 0) -> Settler:
     return Settler(
         PostgresStore(pool, "app_jobs", worker_id=WORKER, metrics=Metrics()),
-        batch=100,
-        delay=0,
+        batch=batch,
+        delay=delay,
         callback_deadline=60,
     )
 
@@ -179,3 +180,46 @@ async def test_unreachable_jobs_are_released_with_their_attempt_back_after_a_del
         _count(settler.metrics, "jobs_outcomes_refused_total", task="settle", outcome="released")
         == 1
     )
+
+
+async def _written_while_running(settler: Settler, record: Any) -> None:
+    """Run the settler, record outcomes with ``record()``, wait until they are written (a
+    gathering that waited out the settler's hour-long delay would time out instead)."""
+    writer = asyncio.create_task(settler.run())
+    try:
+        record()
+        await asyncio.wait_for(settler.drain(), 10)
+    finally:
+        writer.cancel()
+
+
+async def _completed_ids(conninfo: str) -> list[int]:
+    rows = await _rows(conninfo, "SELECT job_id FROM app_jobs.job_history ORDER BY job_id")
+    return [row[0] for row in rows]
+
+
+async def test_a_full_batch_is_written_without_waiting_out_the_delay(db_conninfo: str) -> None:
+    jobs = await _claimed(db_conninfo, 3)
+    async with AsyncConnectionPool(db_conninfo, open=False) as pool:
+        settler = _settler(pool, batch=3, delay=3600)
+
+        def record() -> None:
+            for job in jobs:
+                settler.completed(job, None)
+
+        await _written_while_running(settler, record)
+    assert await _completed_ids(db_conninfo) == sorted(job.id for job in jobs)
+
+
+async def test_hurry_writes_a_partial_batch_at_once(db_conninfo: str) -> None:
+    # the worker hurries its settler when nothing is left running: no outcome is coming soon
+    [job] = await _claimed(db_conninfo, 1)
+    async with AsyncConnectionPool(db_conninfo, open=False) as pool:
+        settler = _settler(pool, batch=100, delay=3600)
+
+        def record() -> None:
+            settler.completed(job, None)
+            settler.hurry()
+
+        await _written_while_running(settler, record)
+    assert await _completed_ids(db_conninfo) == [job.id]

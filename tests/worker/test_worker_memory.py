@@ -101,9 +101,8 @@ async def running(
         Settings(),
         worker_id=store.worker_id,
         poll_interval=0.05,
-        settle_delay=0.0,
         shutdown_grace=1.0,
-        **options,
+        **{"settle_delay": 0.0, **options},
     )
     dispatch = Dispatch(
         worker_id=settings.worker_id,
@@ -151,6 +150,17 @@ async def test_the_worker_runs_at_most_concurrency_jobs_and_holds_at_most_the_pr
     assert function.peak_total == 3
     assert completed(store, "t") == 20
     assert all(store.finished[i].attempts == 1 for i in ids)
+
+
+async def test_an_idle_worker_writes_its_last_outcome_without_waiting_out_the_delay() -> None:
+    # outcomes are gathered for up to JOBS_SETTLE_DELAY_MS while jobs still run; a worker with
+    # nothing left running writes at once (an hour's delay here would time the test out)
+    store = MemoryStore()
+    function = GatedFunction()
+    function.gate.set()
+    job = store.add("t")
+    async with running(store, function, settle_delay=3600.0):
+        await until(lambda: store.status(job) == "completed", "the outcome", function.changed)
 
 
 async def test_a_task_at_its_limit_waits_while_other_tasks_use_the_free_slots() -> None:

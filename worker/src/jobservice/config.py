@@ -76,7 +76,7 @@ class Settings:
     shutdown_grace: float = 25.0
     settle_batch: int = 200
     vacuum_every: int = 25_000
-    settle_delay: float = 0.001
+    settle_delay: float = 0.01
     signing_secret: str | None = None
     signing_secret_previous: str | None = None
     insecure_callbacks: bool = False
@@ -159,7 +159,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable(
         "JOBS_PREFETCH",
         "auto",
-        "jobs claimed ahead of free slots (auto: enough to cover two claims' time, ≤ 2 batches)",
+        "jobs claimed ahead of free slots (auto: 50 ms or two claims' time of work, ≤ 2 batches)",
     ),
     Variable(
         "JOBS_POLL_INTERVAL",
@@ -216,7 +216,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable(
         "JOBS_SETTLE_DELAY_MS",
         _shown(_D.settle_delay * 1000),
-        "ms to gather outcomes before writing them",
+        "most ms to gather outcomes before writing them (less when idle or a batch is full)",
     ),
     Variable(
         "JOBS_SIGNING_SECRET",

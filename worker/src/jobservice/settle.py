@@ -1,13 +1,16 @@
 """Writing the worker's job outcomes in batches through the :class:`~jobservice.store.JobStore`.
 
-Outcomes are gathered for ``settle_delay`` seconds (or until ``settle_batch`` are pending) and
-written together: one ``complete``, one ``fail`` and one ``release_unreachable`` call per
-batch; a 202 reply gets ``await_callback`` with the callback deadline. Connection errors are
-retried with backoff (:class:`jobservice.retry.Backoff`) for as long as it takes. When the
-store refuses a batch (a result it cannot hold is already retried without results by the
-store), the jobs are given up here and :meth:`Settler.take_refusal` tells the worker to adopt
-them again, rather than leaving them locked by a live worker. :attr:`Settler.unwritten` holds
-the ids whose outcome is not written yet: still this worker's in the store, not to be adopted.
+Outcomes are gathered for at most ``settle_delay`` seconds and written together: one
+``complete``, one ``fail`` and one ``release_unreachable`` call per batch. The gathering ends
+early when ``settle_batch`` outcomes are pending or when the worker has nothing left running
+(:meth:`Settler.hurry`: no outcome is coming soon, so a lone job is not kept waiting): a busy
+worker writes few, large batches, an idle one writes at once. A 202 reply gets
+``await_callback`` with the callback deadline. Connection errors are retried with backoff
+(:class:`jobservice.retry.Backoff`) for as long as it takes. When the store refuses a batch (a
+result it cannot hold is already retried without results by the store), the jobs are given up
+here and :meth:`Settler.take_refusal` tells the worker to adopt them again, rather than leaving
+them locked by a live worker. :attr:`Settler.unwritten` holds the ids whose outcome is not
+written yet: still this worker's in the store, not to be adopted.
 
 The store counts what it applied and logs what it refused because the job was no longer this
 worker's (see :mod:`jobservice.store`). Jobs whose function could not be reached are released
@@ -24,6 +27,7 @@ from typing import TypeVar
 
 import psycopg
 
+from jobservice.aio import wait_event
 from jobservice.claimed_job import ClaimedJob
 from jobservice.logs import event
 from jobservice.metrics import Metrics
@@ -58,6 +62,7 @@ class Settler:
         self._callback: list[ClaimedJob] = []
         self._free: list[tuple[ClaimedJob, float, str | None]] = []
         self._wanted = asyncio.Event()
+        self._hurry = asyncio.Event()
         self._settled = asyncio.Event()
         self._flushing = False
 
@@ -74,11 +79,18 @@ class Settler:
         refused, self._refused = self._refused, False
         return refused
 
+    def hurry(self) -> None:
+        """Write what is gathered without waiting out the delay (the worker is idle)."""
+        self._hurry.set()
+
     def completed(self, job: ClaimedJob, result: str | None) -> None:
         """``job`` completed with ``result`` (JSON text or ``None``)."""
         self.unwritten.add(job.id)
-        self._done.append((job, result))
+        done = self._done
+        done.append((job, result))
         self._wanted.set()
+        if len(done) >= self.batch:
+            self._hurry.set()
 
     def failed(self, job: ClaimedJob, message: str | None, *, retryable: bool) -> None:
         """``job``'s attempt failed; ``retryable`` False fails it for good."""
@@ -114,7 +126,8 @@ class Settler:
         while True:
             await self._wanted.wait()
             if self.delay > 0 and self.pending < self.batch:
-                await asyncio.sleep(self.delay)
+                await wait_event(self._hurry, self.delay)
+            self._hurry.clear()
             self._wanted.clear()
             self._flushing = True
             try:

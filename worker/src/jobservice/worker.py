@@ -9,8 +9,8 @@ task instead: no future and no callback per job).
 - Wakes on ``LISTEN "jobs:insert"`` (:mod:`jobservice.listener`, when given one) and polls
   every ``poll_interval`` seconds as a fallback.
 - Claims up to its free slots plus a prefetch buffer (jobs claimed ahead, started the moment a
-  slot frees; refilled when half empty; by default sized so that the buffer covers two claim
-  round trips of work at the measured job duration: large for fast jobs, 1 for slow ones), at
+  slot frees; refilled when half empty; by default sized by :mod:`jobservice.pacing` from the
+  measured job and claim durations: large for fast jobs, 1 for slow ones), at
   most ``claim_batch`` per ``claim_jobs`` statement; runs
   them under the global ``concurrency`` and the per-task limits. A task at its limit is left
   out of the next claims; jobs of it that one claim returned beyond the limit wait in memory
@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from collections import deque
 from functools import partial
@@ -50,6 +49,7 @@ from jobservice.direct import DirectTransport
 from jobservice.listener import Listener
 from jobservice.liveness import Liveness
 from jobservice.logs import event
+from jobservice.pacing import auto_prefetch
 from jobservice.retry import DB_ERRORS, Backoff
 from jobservice.routing import InvalidTaskError, Router
 from jobservice.settle import Settler
@@ -241,16 +241,20 @@ class Worker:
     # -- claiming ----------------------------------------------------------------------------
 
     def _prefetch(self) -> int:
-        """Jobs to hold ahead of free slots: ``JOBS_PREFETCH``, or enough to keep every slot
-        busy for two claim round trips (measured), between 1 and two claim batches."""
+        """Jobs to hold ahead of free slots: ``JOBS_PREFETCH``, or
+        :func:`~jobservice.pacing.auto_prefetch` of the measured job and claim durations."""
         fixed = self.settings.prefetch
         if fixed is not None:
             return fixed
         concurrency = self.settings.concurrency
         if self._job_seconds is None or self._claim_seconds is None:
             return concurrency
-        want = 2.0 * concurrency * self._claim_seconds / max(self._job_seconds, 1e-6)
-        return max(1, min(2 * self.settings.claim_batch, math.ceil(want)))
+        return auto_prefetch(
+            concurrency=concurrency,
+            claim_seconds=self._claim_seconds,
+            job_seconds=self._job_seconds,
+            claim_batch=self.settings.claim_batch,
+        )
 
     def _room(self, prefetch: int) -> int:
         """How many more jobs this worker may hold (running, waiting or prefetched)."""
@@ -575,6 +579,7 @@ class Worker:
         self._slot_freed.set()
         if self._running == 0 and self._n_waiting == 0:
             self._idle.set()
+            self.settler.hurry()
 
     async def _sleep_unless_stopping(self, seconds: float) -> None:
         await wait_event(self._wake, seconds)
