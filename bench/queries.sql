@@ -49,11 +49,3 @@ SELECT count(*) FROM pgqueuer;
 
 -- name: pgqueuer_clear
 TRUNCATE pgqueuer, pgqueuer_log;
-
--- name: sqlpath_claim
-SELECT id FROM app_jobs.claim_jobs(%(worker_id)s::text, NULL::text[], interval '4 hours',
-                                   %(max_jobs)s::int);
-
--- name: sqlpath_complete
-SELECT count(*) FROM app_jobs.complete_jobs(%(worker_id)s::text, %(job_ids)s::bigint[],
-                                            NULL::json[]);
