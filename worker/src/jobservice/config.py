@@ -61,7 +61,7 @@ class Settings:
     inprocess: Mapping[str, str] = field(default_factory=dict)
     concurrency: int = 10
     task_concurrency: Mapping[str, int] = field(default_factory=dict)
-    claim_batch: int = 200
+    claim_batch: int = 500
     prefetch: int | None = None
     """``None``: sized from the measured job duration and claim time."""
     poll_interval: float = 1.0
@@ -74,7 +74,7 @@ class Settings:
     route_backoff_min: float = 0.5
     route_backoff_max: float = 30.0
     shutdown_grace: float = 25.0
-    settle_batch: int = 200
+    settle_batch: int = 500
     vacuum_every: int = 25_000
     settle_delay: float = 0.01
     signing_secret: str | None = None
