@@ -5,21 +5,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-import psycopg
+from sqljobs import DB_ID, Conn, add
 
-DB_ID = "5b720132-17d5-424d-9bcb-ee7b17c13d43"
 ACTOR = "0c0ffee0-0000-4000-8000-000000000001"
-Conn = psycopg.Connection[dict[str, object]]
-
-
-def add(db: Conn, task: str = "task", **kwargs: object) -> int:
-    names = "".join(f", {k} := %({k})s" for k in kwargs)
-    row = db.execute(
-        f"SELECT id FROM app_jobs.add_job(db_id := %(db)s::uuid, identifier := %(task)s{names})",
-        {"db": DB_ID, "task": task, **kwargs},
-    ).fetchone()
-    assert row is not None
-    return int(str(row["id"]))
 
 
 def claim(db: Conn, worker: str = "worker-1", n: int = 10) -> list[int]:

@@ -11,19 +11,7 @@ from datetime import timedelta
 
 import psycopg
 import pytest
-
-DB_ID = "5b720132-17d5-424d-9bcb-ee7b17c13d43"
-Conn = psycopg.Connection[dict[str, object]]
-
-
-def add(db: Conn, task: str = "task", **kwargs: object) -> int:
-    names = "".join(f", {k} := %({k})s" for k in kwargs)
-    row = db.execute(
-        f"SELECT id FROM app_jobs.add_job(db_id := %(db)s::uuid, identifier := %(task)s{names})",
-        {"db": DB_ID, "task": task, **kwargs},
-    ).fetchone()
-    assert row is not None
-    return int(str(row["id"]))
+from sqljobs import Conn, add
 
 
 def claim_at_attempt(db: Conn, job_ids: list[int], attempt: int) -> None:
