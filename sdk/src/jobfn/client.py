@@ -16,16 +16,17 @@ takes from the claims only).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 try:
     import psycopg
-    from psycopg.rows import RowMaker, dict_row
+    from psycopg.rows import AsyncRowFactory, RowFactory, RowMaker, dict_row
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError(
         "jobfn.client needs psycopg: install the extra with `pip install 'jobfn[client]'`"
@@ -37,6 +38,8 @@ from jobfn.env import Env
 from jobfn.sqlfiles import QuerySet, load
 
 DEFAULT_SCHEMA = "app_jobs"
+
+R = TypeVar("R")
 
 __all__ = [
     "Job",
@@ -247,6 +250,47 @@ def _single(item: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+@contextmanager
+def _cursor(
+    conn: psycopg.Connection[Any] | None,
+    conninfo: str | None,
+    row_factory: RowFactory[R],
+    *,
+    binary: bool = False,
+) -> Iterator[psycopg.Cursor[R]]:
+    """A cursor on ``conn`` (inside the caller's transaction), else on a connection of its own
+    to ``conninfo`` (autocommit, closed afterwards)."""
+    if conn is not None:
+        with conn.cursor(row_factory=row_factory, binary=binary) as cur:
+            yield cur
+        return
+    with (
+        psycopg.connect(_conninfo(conninfo), autocommit=True) as own,
+        own.cursor(row_factory=row_factory, binary=binary) as cur,
+    ):
+        yield cur
+
+
+@asynccontextmanager
+async def _cursor_async(
+    conn: psycopg.AsyncConnection[Any] | None,
+    conninfo: str | None,
+    row_factory: AsyncRowFactory[R],
+    *,
+    binary: bool = False,
+) -> AsyncIterator[psycopg.AsyncCursor[R]]:
+    """:func:`_cursor` for asyncio code."""
+    if conn is not None:
+        async with conn.cursor(row_factory=row_factory, binary=binary) as cur:
+            yield cur
+        return
+    async with (
+        await psycopg.AsyncConnection.connect(_conninfo(conninfo), autocommit=True) as own,
+        own.cursor(row_factory=row_factory, binary=binary) as cur,
+    ):
+        yield cur
+
+
 def _status(row: Mapping[str, Any] | None) -> JobStatus | None:
     if row is None or row.get("job_id") is None:
         return None
@@ -274,13 +318,7 @@ def add_jobs(
         return []
     query = _queries(_schema(schema)).add_jobs
     params = {"jobs": to_json(items).decode()}
-    if conn is not None:
-        with conn.cursor(row_factory=_job_rows, binary=True) as cur:
-            return _in_input_order(items, cur.execute(query, params).fetchall())
-    with (
-        psycopg.connect(_conninfo(conninfo), autocommit=True) as own,
-        own.cursor(row_factory=_job_rows, binary=True) as cur,
-    ):
+    with _cursor(conn, conninfo, _job_rows, binary=True) as cur:
         return _in_input_order(items, cur.execute(query, params).fetchall())
 
 
@@ -326,13 +364,7 @@ def add_job(
         return job
     query = _queries(_schema(schema)).add_job
     params = _single(spec.as_sql_json())
-    if conn is not None:
-        with conn.cursor(row_factory=_job_rows, binary=True) as cur:
-            return _one(cur.execute(query, params).fetchone())
-    with (
-        psycopg.connect(_conninfo(conninfo), autocommit=True) as own,
-        own.cursor(row_factory=_job_rows, binary=True) as cur,
-    ):
+    with _cursor(conn, conninfo, _job_rows, binary=True) as cur:
         return _one(cur.execute(query, params).fetchone())
 
 
@@ -346,13 +378,7 @@ def job_status(
     """Where job ``job_id`` is (queued, running, completed, failed); ``None`` if unknown."""
     query = _queries(_schema(schema)).job_status
     params = {"job_id": job_id}
-    if conn is not None:
-        with conn.cursor(row_factory=dict_row) as cur:
-            return _status(cur.execute(query, params).fetchone())
-    with (
-        psycopg.connect(_conninfo(conninfo), autocommit=True) as own,
-        own.cursor(row_factory=dict_row) as cur,
-    ):
+    with _cursor(conn, conninfo, dict_row) as cur:
         return _status(cur.execute(query, params).fetchone())
 
 
@@ -372,14 +398,7 @@ async def add_jobs_async(
         return []
     query = _queries(_schema(schema)).add_jobs
     params = {"jobs": to_json(items).decode()}
-    if conn is not None:
-        async with conn.cursor(row_factory=_job_rows, binary=True) as cur:
-            await cur.execute(query, params)
-            return _in_input_order(items, await cur.fetchall())
-    async with (
-        await psycopg.AsyncConnection.connect(_conninfo(conninfo), autocommit=True) as own,
-        own.cursor(row_factory=_job_rows, binary=True) as cur,
-    ):
+    async with _cursor_async(conn, conninfo, _job_rows, binary=True) as cur:
         await cur.execute(query, params)
         return _in_input_order(items, await cur.fetchall())
 
@@ -420,14 +439,7 @@ async def add_job_async(
         return job
     query = _queries(_schema(schema)).add_job
     params = _single(spec.as_sql_json())
-    if conn is not None:
-        async with conn.cursor(row_factory=_job_rows, binary=True) as cur:
-            await cur.execute(query, params)
-            return _one(await cur.fetchone())
-    async with (
-        await psycopg.AsyncConnection.connect(_conninfo(conninfo), autocommit=True) as own,
-        own.cursor(row_factory=_job_rows, binary=True) as cur,
-    ):
+    async with _cursor_async(conn, conninfo, _job_rows, binary=True) as cur:
         await cur.execute(query, params)
         return _one(await cur.fetchone())
 
@@ -442,13 +454,6 @@ async def job_status_async(
     """:func:`job_status` for asyncio code."""
     query = _queries(_schema(schema)).job_status
     params = {"job_id": job_id}
-    if conn is not None:
-        async with conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(query, params)
-            return _status(await cur.fetchone())
-    async with (
-        await psycopg.AsyncConnection.connect(_conninfo(conninfo), autocommit=True) as own,
-        own.cursor(row_factory=dict_row) as cur,
-    ):
+    async with _cursor_async(conn, conninfo, dict_row) as cur:
         await cur.execute(query, params)
         return _status(await cur.fetchone())
