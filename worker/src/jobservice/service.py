@@ -89,9 +89,9 @@ class Service:
             metrics=self.metrics,
             job_expiry=settings.job_expiry,
             conninfo=settings.conninfo,
+            vacuum_every=settings.vacuum_every,
         )
         """Where jobs live: the worker and the callback server write outcomes through it."""
-        self.store.vacuum_every = settings.vacuum_every
         self.apps = apps if apps is not None else inprocess.load_all(settings.inprocess)
         self.callback_server: CallbackServer | None = None
         self.operations = Operations(settings, self.pool)

@@ -64,6 +64,7 @@ class PostgresStore:
         metrics: Metrics | None = None,
         job_expiry: float = 4 * 3600.0,
         conninfo: str | None = None,
+        vacuum_every: int = VACUUM_EVERY,
     ) -> None:
         self.pool = pool
         self.queries: Queries = queries_for(schema)
@@ -73,7 +74,7 @@ class PostgresStore:
         self.job_expiry = job_expiry
         self.conninfo = conninfo
         """Where :meth:`on_own_connection` connects (``None``: it keeps to the pool)."""
-        self.vacuum_every = VACUUM_EVERY
+        self.vacuum_every = vacuum_every
         """Jobs settled between two VACUUMs of the jobs table (0: never)."""
         self.vacuums = 0
         """VACUUMs of the jobs table this store ran to completion."""
